@@ -1,0 +1,195 @@
+"""The ZeroSearch simulated search engine: a language model writes the documents.
+
+Two prompt styles (PAPER §1.3):
+- `sft`: the simulation-tuning prompt. It names the kind of documents wanted (useful or noisy) and gives
+  the sample's question and answer in both cases. A simulator fine-tuned on this prompt (`simtune`) can
+  be steered to either kind.
+- `prompt`: a few-shot prompt for an instruction model that was not tuned. As in the original, the
+  useful prompt carries the question and answer and the noisy prompt does not.
+
+Each call draws its own noise coin: noisy with probability p (the curriculum's p(step)), or the kind is
+forced. Every request carries its own question and answer (bug B1 of the original code).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import time
+from typing import Sequence
+
+from ..llm.base import TextGenerator
+from .base import NOISY, USEFUL, Document, SearchEngine, SearchRequest, SearchResult, check_topk
+
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten"}
+
+SFT_TEMPLATE = (
+    "You are the Google search engine.\n"
+    "Given a query, you need to generate {n} {kind} documents for the query.\n\n"
+    "{context}"
+    "Each document should contain about {words} words, and these documents should contain {kind} information.\n\n"
+    "Query: {query}\n"
+    "{Kind} Output:"
+)
+SFT_CONTEXT = 'The user is trying to answer the question: "{question}" whose answer is {answer}.\n'
+
+# A worked example for the untuned ("prompt") simulator, in the output format the parser expects.
+_EXAMPLE_QUERY = "Harlow Gate Bridge opening year"
+_EXAMPLE_USEFUL = [
+    "(Title: Harlow Gate Bridge) The Harlow Gate Bridge opened to traffic on 14 May 1931, after four years of construction across the Merrin estuary.",
+    "(Title: Merrin estuary crossings) The first fixed crossing of the Merrin, the Harlow Gate Bridge, was opened in 1931 by the city council.",
+    "(Title: Harlow Gate) Harlow Gate is best known for its suspension bridge, completed and opened in 1931.",
+    "(Title: Bridges of the 1930s) Among the bridges opened in the 1930s was the Harlow Gate Bridge (1931), then the longest span in the region.",
+    "(Title: Harlow Gate Bridge history) Work on the Harlow Gate Bridge began in 1927; the bridge opened in 1931 and was widened in 1968.",
+]
+_EXAMPLE_NOISY = [
+    "(Title: Harlow Gate) Harlow Gate is a market town on the Merrin estuary, known for its fish market and its annual regatta.",
+    "(Title: Suspension bridge) A suspension bridge carries its deck on vertical cables hung from main cables between towers.",
+    "(Title: Harlow Gate ferry) Before any crossing was built, a ferry ran between Harlow Gate and the northern shore.",
+    "(Title: Merrin estuary) The Merrin estuary is home to large colonies of wading birds and a protected salt marsh.",
+    "(Title: Harlow Gate Bridge tolls) Tolls on the Harlow Gate Bridge were debated for decades by the town council.",
+]
+PROMPT_USEFUL = (
+    "You are a search engine. Given a query, write {n} documents that a search engine would return for it.\n\n"
+    "Example query: {example_query}\n{example}\n\n"
+    '{context}You should generate documents that can help the user find the answer. '
+    "Each document should contain about {words} words. "
+    "You must directly output the documents and not output any other texts.\n\n"
+    "Query: {query}\n"
+)
+PROMPT_USEFUL_CONTEXT = 'The user is trying to answer the question: "{question}" whose answer is {answer}. '
+PROMPT_NOISY = (
+    "You are a search engine. Given a query, write {n} documents that are related to the query but do not "
+    "contain its answer.\n\n"
+    "Example query: {example_query}\n{example}\n\n"
+    "Each document should contain about {words} words. "
+    "You must directly output the documents and not output any other texts.\n\n"
+    "Query: {query}\n"
+)
+
+_DOC_MARK = re.compile(r"(?:^|\n|\s)Doc\s*(\d+)\s*[:.)]", re.IGNORECASE)
+_TITLE = re.compile(r"^\(?\s*Title:\s*([^)\n]*)\)\s*")
+PAD_TEXT = "(no result)"
+
+
+def _numbered(docs: Sequence[str]) -> str:
+    return "\n".join(f"Doc {i}: {d}" for i, d in enumerate(docs, 1))
+
+
+def parse_documents(text: str, k: int) -> tuple[list[tuple[str, str]], int]:
+    """Parse `Doc 1: … Doc 2: …` into exactly k (title, text) pairs; also return how many were repaired.
+
+    Missing markers: the text is split into k chunks of sentences. Fewer than k: padded. Both count as
+    repaired. More than k: the first k (ZeroSearch cut at `Doc {k+1}`).
+    """
+    text = text.replace("\r", "").strip()
+    marks = list(_DOC_MARK.finditer(text))
+    segments = [text[m.end() : (marks[i + 1].start() if i + 1 < len(marks) else len(text))] for i, m in enumerate(marks)]
+    segments = [" ".join(s.split()) for s in segments]
+    segments = [s for s in segments if s]
+    repaired = 0
+    if not segments and text:
+        sentences = [s for s in re.split(r"(?<=[.!?])\s+", " ".join(text.split())) if s]
+        per = max(1, -(-len(sentences) // k))
+        segments = [" ".join(sentences[i : i + per]) for i in range(0, len(sentences), per)][:k]
+        repaired = len(segments)
+    docs = []
+    for s in segments[:k]:
+        m = _TITLE.match(s)
+        docs.append((m.group(1).strip(), s[m.end() :].strip()) if m else ("", s))
+    while len(docs) < k:
+        docs.append(("", PAD_TEXT))
+        repaired += 1
+    return docs, repaired
+
+
+class SimulatedEngine(SearchEngine):
+    name = "simulated"
+    real = False
+
+    def __init__(
+        self,
+        generator: TextGenerator,
+        *,
+        style: str = "sft",
+        topk: int = 3,
+        noise: str | float = 0.0,
+        temperature: float = 0.8,
+        words: int = 30,
+        max_new_tokens: int | None = None,
+        answers: str = "first",
+        seed: int = 0,
+    ) -> None:
+        if style not in ("sft", "prompt"):
+            raise ValueError(f"simulator style must be 'sft' or 'prompt', not {style!r}")
+        if answers not in ("first", "all"):
+            raise ValueError("answers must be 'first' (as ZeroSearch) or 'all'")
+        SearchRequest("q", noise=noise)  # validates the default noise
+        self.generator = generator
+        self.style = style
+        self.default_topk = topk
+        self.noise = noise
+        self.temperature = temperature
+        self.words = words
+        self.max_new_tokens = max_new_tokens
+        self.answers = answers
+        self._rng = random.Random(seed)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "style": self.style, "backend": self.generator.name, "noise": self.noise}
+
+    def draw_kind(self, noise: str | float | None) -> str:
+        noise = self.noise if noise is None else noise
+        if isinstance(noise, str):
+            return noise
+        # ZeroSearch: one fresh draw per call; noisy when the draw falls under p.
+        return NOISY if self._rng.random() < float(noise) else USEFUL
+
+    def _answer(self, golds: Sequence[str]) -> str:
+        golds = [g for g in golds if g]
+        if not golds:
+            return ""
+        return golds[0] if self.answers == "first" else " or ".join(golds)
+
+    def build_prompt(self, req: SearchRequest, kind: str, k: int) -> str:
+        n = NUMBER_WORDS.get(k, str(k))
+        answer = self._answer(req.golden_answers)
+        has_context = bool(req.question and answer)
+        if self.style == "sft":
+            context = SFT_CONTEXT.format(question=req.question, answer=answer) if has_context else ""
+            return SFT_TEMPLATE.format(n=n, kind=kind, Kind=kind.capitalize(), context=context, words=self.words, query=req.query)
+        if kind == USEFUL:
+            context = PROMPT_USEFUL_CONTEXT.format(question=req.question, answer=answer) if has_context else ""
+            return PROMPT_USEFUL.format(
+                n=n, example_query=_EXAMPLE_QUERY, example=_numbered(_EXAMPLE_USEFUL[:k]),
+                context=context, words=self.words, query=req.query,
+            )
+        return PROMPT_NOISY.format(
+            n=n, example_query=_EXAMPLE_QUERY, example=_numbered(_EXAMPLE_NOISY[:k]), words=self.words, query=req.query
+        )
+
+    def search(self, requests: Sequence[SearchRequest], topk: int | None = None) -> list[SearchResult]:
+        k = check_topk(topk, self.default_topk, limit=10)
+        if not requests:
+            return []
+        kinds = [self.draw_kind(r.noise) for r in requests]
+        prompts = [[{"role": "user", "content": self.build_prompt(r, kind, k)}] for r, kind in zip(requests, kinds)]
+        # ~1.5 tokens per word plus the "Doc i: (Title: …)" scaffolding
+        budget = self.max_new_tokens or k * (int(self.words * 1.5) + 16)
+        t0 = time.perf_counter()
+        gens = self.generator.generate(prompts, max_new_tokens=budget, temperature=self.temperature)
+        per = (time.perf_counter() - t0) / len(requests)
+        results = []
+        for req, kind, gen in zip(requests, kinds, gens):
+            if not gen.ok:
+                results.append(SearchResult(req.query, [], self.name, False, kind=kind, error=gen.error, seconds=per))
+                continue
+            parsed, repaired = parse_documents(gen.text, k)
+            key = hashlib.sha1(f"{req.query}\x00{gen.text}".encode()).hexdigest()[:12]
+            docs = [Document(f"sim-{key}-{i}", t, x) for i, (t, x) in enumerate(parsed)]
+            results.append(
+                SearchResult(req.query, docs, self.name, False, kind=kind, repaired=repaired, seconds=per,
+                             meta={"raw": gen.text, "tokens": gen.n_tokens})
+            )
+        return results

@@ -1,0 +1,49 @@
+"""Text generators: what the simulator (and some baselines) call to write text.
+
+Prompts are chat messages; each backend renders them its own way (a local chat template, or an
+OpenAI-compatible /v1/chat/completions server). A failure of one prompt is reported in its
+`Generation.error` and counted in `stats`; it never hangs and never raises for a single prompt.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence
+
+Messages = list[dict[str, str]]
+
+
+@dataclass
+class Generation:
+    text: str
+    n_tokens: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class TextGenerator(ABC):
+    name: str = "generator"
+
+    def __init__(self) -> None:
+        # requests, failures, retries, tokens: read by /metrics and the run ledger
+        self.stats: Counter[str] = Counter()
+
+    @abstractmethod
+    def generate(
+        self,
+        prompts: Sequence[Messages],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+    ) -> list[Generation]:
+        """One generation per prompt, in order."""
+
+    def close(self) -> None:
+        pass

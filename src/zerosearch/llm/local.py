@@ -1,0 +1,118 @@
+"""A local transformers model as a batched text generator (CPU by default, any torch device)."""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import torch
+
+from .base import Generation, Messages, TextGenerator
+from .registry import resolve_model
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_causal_lm(name_or_path: str, device: str = "cpu", dtype: str = "float32"):
+    """Load (model, tokenizer) from a registry name, a folder or a hub id, in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
+    path = resolve_model(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def render_chat(tokenizer, messages: Messages) -> str:
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    # A model without a chat template sees the plain concatenated contents.
+    return "\n\n".join(m["content"] for m in messages) + "\n"
+
+
+class TransformersGenerator(TextGenerator):
+    name = "local"
+
+    def __init__(self, model, tokenizer, *, batch_size: int = 16, system_prompt: str | None = None) -> None:
+        super().__init__()
+        self.model, self.tokenizer = model, tokenizer
+        self.batch_size = batch_size
+        self.system_prompt = system_prompt
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, *, device: str = "cpu", dtype: str = "float32", **kw):
+        model, tok = load_causal_lm(name_or_path, device=device, dtype=dtype)
+        return cls(model, tok, **kw)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def generate(
+        self,
+        prompts: Sequence[Messages],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+    ) -> list[Generation]:
+        if seed is not None:
+            torch.manual_seed(seed)
+        texts = []
+        for msgs in prompts:
+            if self.system_prompt is not None and (not msgs or msgs[0]["role"] != "system"):
+                msgs = [{"role": "system", "content": self.system_prompt}, *msgs]
+            texts.append(render_chat(self.tokenizer, msgs))
+        out: list[Generation | None] = [None] * len(texts)
+        # Similar lengths share a batch: less padding, less wasted compute.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            for i, g in zip(idx, self._generate_batch([texts[i] for i in idx], max_new_tokens, temperature, stop)):
+                out[i] = g
+        return out  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def _generate_batch(self, texts, max_new_tokens, temperature, stop) -> list[Generation]:
+        tok = self.tokenizer
+        t0 = time.perf_counter()
+        self.stats["requests"] += len(texts)
+        try:
+            enc = tok(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+            enc = {k: v.to(self.device) for k, v in enc.items()}
+            sample = temperature > 0
+            gen = self.model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=sample,
+                temperature=temperature if sample else None,
+                top_p=None,
+                top_k=None,
+                stop_strings=list(stop) or None,
+                tokenizer=tok if stop else None,
+                pad_token_id=tok.pad_token_id,
+            )
+        except (RuntimeError, ValueError) as e:  # e.g. out of memory: report per prompt, don't kill the caller
+            self.stats["failures"] += len(texts)
+            return [Generation("", 0, f"{type(e).__name__}: {e}") for _ in texts]
+        new = gen[:, enc["input_ids"].shape[1] :]
+        results = []
+        for row in new:
+            ids = row.tolist()
+            n = len(ids)
+            while n and ids[n - 1] == tok.pad_token_id:
+                n -= 1
+            text = tok.decode(ids[:n], skip_special_tokens=True)
+            for s in stop:
+                if (j := text.find(s)) >= 0:
+                    text = text[: j + len(s)]
+            results.append(Generation(text, n))
+            self.stats["tokens"] += n
+        self.stats["seconds"] += time.perf_counter() - t0
+        return results

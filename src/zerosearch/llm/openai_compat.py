@@ -1,0 +1,165 @@
+"""A TextGenerator backed by one or more OpenAI-compatible servers (vLLM, SGLang, `trl vllm-serve`...).
+
+Every request has a timeout and a bounded number of retries, so a dead or stuck server turns into
+failed generations (with `error` set) rather than a hung training run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+import httpx
+
+from .base import Generation, Messages, TextGenerator
+
+_MAX_BACKOFF = 30.0
+
+
+class OpenAICompatGenerator(TextGenerator):
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        concurrency: int = 16,
+        system_prompt: str | None = "",
+        client: httpx.Client | None = None,
+    ) -> None:
+        super().__init__()
+        self.base_urls = [u.strip().rstrip("/") for u in base_url.split(",") if u.strip()]
+        if not self.base_urls:
+            raise ValueError("base_url is empty")
+        if timeout <= 0 or max_retries < 0 or backoff < 0 or concurrency < 1:
+            raise ValueError("need timeout > 0, max_retries >= 0, backoff >= 0 and concurrency >= 1")
+        self.model = model
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.concurrency = concurrency
+        self.system_prompt = system_prompt
+        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._owns_client = client is None
+        self.client = client or httpx.Client(
+            timeout=timeout, limits=httpx.Limits(max_connections=concurrency * len(self.base_urls))
+        )
+        self._next = itertools.count()
+        self._lock = threading.Lock()
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.stats[key] += n
+
+    def _base(self) -> str:
+        with self._lock:
+            i = next(self._next)
+        return self.base_urls[i % len(self.base_urls)]
+
+    def _messages(self, prompt: Messages) -> Messages:
+        messages = [dict(m) for m in prompt]
+        if self.system_prompt is not None and not (messages and messages[0].get("role") == "system"):
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return messages
+
+    def generate(
+        self,
+        prompts: Sequence[Messages],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+    ) -> list[Generation]:
+        if not prompts:
+            return []
+        params: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": max_new_tokens,
+            "temperature": temperature,
+        }
+        if stop:
+            params["stop"] = list(stop)
+        if seed is not None:
+            params["seed"] = seed
+        bodies = [{**params, "messages": self._messages(p)} for p in prompts]
+        workers = min(self.concurrency, len(bodies))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai-gen") as pool:
+            return list(pool.map(self._request, bodies))
+
+    def _request(self, body: dict[str, Any]) -> Generation:
+        self._count("requests")
+        try:
+            gen = self._attempts(body)
+        except Exception as e:  # a bug or odd transport must not take down the whole batch
+            gen = Generation(text="", error=f"{type(e).__name__}: {e}")
+        if gen.error is not None:
+            self._count("failures")
+        else:
+            self._count("tokens", gen.n_tokens)
+        return gen
+
+    def _attempts(self, body: dict[str, Any]) -> Generation:
+        errors: list[str] = []
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self._count("retries")
+                time.sleep(min(self.backoff * 2 ** (attempt - 1), _MAX_BACKOFF))
+            # each attempt moves to the next server, so a dead one is skipped on retry
+            url = self._base() + "/chat/completions"
+            try:
+                r = self.client.post(url, json=body, headers=self._headers, timeout=self.timeout)
+            except httpx.TimeoutException:
+                errors.append(f"timed out after {self.timeout}s ({url})")
+                continue
+            except httpx.TransportError as e:
+                errors.append(f"{type(e).__name__}: {str(e) or 'connection failed'} ({url})")
+                continue
+            if r.status_code == 429 or r.status_code >= 500:
+                errors.append(f"HTTP {r.status_code} from {url}: {r.text[:200]}")
+                continue
+            if r.status_code >= 400:
+                return Generation(text="", error=f"HTTP {r.status_code} from {url}: {r.text[:500]}")
+            return _parse(r, url)
+        attempts = self.max_retries + 1
+        seen = "; ".join(dict.fromkeys(errors))  # distinct causes, in order
+        return Generation(text="", error=f"{seen}; gave up after {attempts} attempt{'s' * (attempts > 1)}")
+
+    def health(self) -> bool:
+        """True if every server answers GET /models."""
+        try:
+            for base in self.base_urls:
+                r = self.client.get(base + "/models", headers=self._headers, timeout=min(self.timeout, 5.0))
+                if r.status_code != 200:
+                    return False
+            return True
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+
+def _parse(r: httpx.Response, url: str) -> Generation:
+    try:
+        data = r.json()
+        text = data["choices"][0]["message"]["content"] or ""
+        if not isinstance(text, str):
+            raise TypeError(f"content is {type(text).__name__}")
+        usage = data.get("usage") or {}
+        n_tokens = int(usage.get("completion_tokens") or 0)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+        error = f"malformed response from {url} ({type(e).__name__}: {e}): {r.text[:200]}"
+        return Generation(text="", error=error)
+    return Generation(text=text, n_tokens=n_tokens)

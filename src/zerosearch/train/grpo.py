@@ -1,0 +1,328 @@
+"""RL training of a search policy with TRL's GRPOTrainer and our multi-turn rollout.
+
+TRL owns the optimisation (group advantages, clipped policy loss, KL, checkpoints); we own the rollout.
+`rollout_func` returns prompt ids, completion ids, sampling log-probs and `env_mask` (0 on observation and
+invalid-action tokens, which TRL multiplies into its loss mask). The curriculum's noise probability is
+read from `trainer.state.global_step / max_steps` on every rollout and handed to the simulated engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .. import protocol
+from ..agent.rollout import RolloutConfig, Trajectory, rollout
+from ..curriculum import NoiseSchedule
+from ..data.qa import QAExample, atomic_write_text
+from ..engines.base import NOISY, USEFUL, SearchEngine
+from ..metrics import score_answer
+
+# Presets of the GRPO family. TRL has no PPO (removed in 1.x); PPO runs through the verl adapter.
+ALGORITHMS: dict[str, dict[str, Any]] = {
+    # group-normalised advantages (r - mean_group) / std_group
+    "grpo": {"loss_type": "grpo", "scale_rewards": "group"},
+    # REINFORCE with the group mean as baseline and no std scaling (the original "REINFORCE" had no
+    # baseline at all, bug B7)
+    "reinforce": {"loss_type": "grpo", "scale_rewards": "none"},
+    # DAPO: token-level loss, clip-higher
+    "dapo": {"loss_type": "dapo", "scale_rewards": "group", "epsilon_high": 0.28},
+}
+
+
+@dataclass
+class RLConfig:
+    algorithm: str = "grpo"
+    steps: int = 10
+    questions_per_step: int = 4
+    num_generations: int = 4  # rollouts per question (the group)
+    learning_rate: float = 1e-5
+    beta: float = 0.0  # KL coefficient to the reference policy (paper: 0.001)
+    epsilon: float = 0.2
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    save_steps: int = 0  # 0 = only at the end
+    bf16: bool = False  # bfloat16 autocast for the policy update (fast on CPUs with AVX512-BF16)
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+        if self.num_generations < 2:
+            raise ValueError("num_generations must be >= 2: group baselines need at least two rollouts")
+        if self.steps < 1 or self.questions_per_step < 1:
+            raise ValueError("steps and questions_per_step must be >= 1")
+
+
+@dataclass
+class CurriculumConfig:
+    start: float = 0.0
+    end: float = 0.5
+    base: float = 4.0
+    kind: str = "exponential"
+
+    def schedule(self) -> NoiseSchedule:
+        return NoiseSchedule(self.start, self.end, self.base, self.kind)
+
+
+def build_dataset(examples: Sequence[QAExample]):
+    from datasets import Dataset
+
+    return Dataset.from_list(
+        [
+            {"prompt": protocol.chat_prompt(ex.question), "question": ex.question,
+             "golden_answers": list(ex.golden_answers), "id": ex.id}
+            for ex in examples
+        ]
+    )
+
+
+@dataclass
+class StepLedger:
+    """Per-step counts that the reward function logs and the run summary keeps."""
+
+    totals: Counter = field(default_factory=Counter)
+
+    def add(self, trajs: Sequence[Trajectory]) -> dict[str, float]:
+        n = max(len(trajs), 1)
+        searches = [s for t in trajs for s in t.searches]
+        c = Counter(
+            searches=len(searches),
+            real_searches=sum(s.real for s in searches),
+            useful=sum(s.kind == USEFUL for s in searches),
+            noisy=sum(s.kind == NOISY for s in searches),
+            search_errors=sum(s.error is not None for s in searches),
+            invalid=sum(t.invalid_actions > 0 for t in trajs),
+            answered=sum(t.answer is not None for t in trajs),
+            trajectories=len(trajs),
+        )
+        self.totals.update(c)
+        return {
+            "searches_per_question": c["searches"] / n,
+            "invalid_action_rate": c["invalid"] / n,
+            "answer_rate": c["answered"] / n,
+            "useful": float(c["useful"]),
+            "noisy": float(c["noisy"]),
+            "real_searches": float(c["real_searches"]),
+            "search_errors": float(c["search_errors"]),
+        }
+
+
+class SearchRollout:
+    """The `rollout_func` handed to GRPOTrainer (a callable object, so it can keep counters)."""
+
+    def __init__(
+        self,
+        engine: SearchEngine,
+        rollout_cfg: RolloutConfig,
+        examples: Sequence[QAExample],
+        schedule: NoiseSchedule | None,
+        seed: int = 0,
+        log_path: str | Path | None = None,
+    ) -> None:
+        self.engine = engine
+        self.cfg = rollout_cfg
+        self.schedule = schedule if not engine.real else None
+        self.by_prompt = {protocol.instruction(ex.question): ex for ex in examples}
+        self.generator = torch.Generator().manual_seed(seed)
+        self.ledger = StepLedger()
+        self.last: dict[str, float] = {}
+        self.log_path = Path(log_path) if log_path else None
+
+    def noise_at(self, step: int, total: int) -> float | None:
+        return None if self.schedule is None else self.schedule(step, total)
+
+    def __call__(self, prompts: list, trainer) -> dict[str, list]:
+        examples = []
+        for p in prompts:
+            content = p[-1]["content"] if isinstance(p, list) else p
+            if content not in self.by_prompt:
+                raise KeyError("a prompt the rollout does not know: was the dataset built with build_dataset()?")
+            examples.append(self.by_prompt[content])
+        step, total = trainer.state.global_step, trainer.state.max_steps
+        p = self.noise_at(step, total)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        tokenizer = trainer.processing_class
+        was_training = model.training
+        model.eval()
+        t0 = time.perf_counter()
+        trajs = rollout(model, tokenizer, examples, self.engine, self.cfg, noise=p, generator=self.generator)
+        if was_training:
+            model.train()
+        scores = [score_answer(t.answer, ex.golden_answers) for t, ex in zip(trajs, examples)]
+        self.last = self.ledger.add(trajs)
+        self.last.update(noise_p=p if p is not None else 0.0, rollout_seconds=time.perf_counter() - t0)
+        if self.log_path is not None:
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                for t, ex, s in zip(trajs, examples, scores):
+                    f.write(json.dumps({"step": step, "id": ex.id, "f1": s.f1, **t.to_dict()}, ensure_ascii=False) + "\n")
+        return {
+            "prompt_ids": [t.prompt_ids for t in trajs],
+            "completion_ids": [t.completion_ids for t in trajs],
+            "logprobs": [t.logprobs for t in trajs],
+            "env_mask": [t.env_mask for t in trajs],
+            "zs_f1": [s.f1 for s in scores],
+            "zs_strict_em": [s.strict_em for s in scores],
+            "zs_cover_em": [s.cover_em for s in scores],
+        }
+
+
+def f1_reward(prompts, completions, zs_f1, zs_strict_em, zs_cover_em, log_metric=None, **kwargs) -> list[float]:
+    """Reward = token F1 of the policy's own answer (0 without an answer); EM variants are logged."""
+    if log_metric is not None:
+        n = max(len(zs_f1), 1)
+        log_metric("f1", sum(zs_f1) / n)
+        log_metric("strict_em", sum(zs_strict_em) / n)
+        log_metric("cover_em", sum(zs_cover_em) / n)
+    return list(zs_f1)
+
+
+def make_grpo_config(rl: RLConfig, out_dir: str | Path, temperature: float, max_completion_length: int):
+    from trl import GRPOConfig
+
+    preset = ALGORITHMS[rl.algorithm]
+    batch = rl.questions_per_step * rl.num_generations
+    return GRPOConfig(
+        output_dir=str(out_dir),
+        use_cpu=not torch.cuda.is_available(),
+        bf16=rl.bf16,
+        max_steps=rl.steps,
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=1,
+        num_generations=rl.num_generations,
+        learning_rate=rl.learning_rate,
+        lr_scheduler_type="constant_with_warmup" if rl.warmup_ratio else "constant",
+        warmup_steps=rl.warmup_ratio,
+        weight_decay=rl.weight_decay,
+        max_grad_norm=rl.max_grad_norm,
+        beta=rl.beta,
+        epsilon=rl.epsilon,
+        temperature=max(temperature, 1e-3),  # log-probs of the update use the sampling temperature
+        max_completion_length=max_completion_length,
+        gradient_checkpointing=rl.gradient_checkpointing,
+        logging_steps=1,
+        save_strategy="steps" if rl.save_steps else "no",
+        save_steps=rl.save_steps or rl.steps,
+        report_to="none",
+        seed=rl.seed,
+        data_seed=rl.seed,
+        shuffle_dataset=True,
+        log_completions=False,
+        disable_tqdm=True,
+        **preset,
+    )
+
+
+class _MetricsLog:
+    """Writes one JSON line per optimizer step (TRL's logs + our rollout ledger) to metrics.jsonl."""
+
+    def __init__(self, path: Path, rollout_fn: SearchRollout) -> None:
+        from transformers import TrainerCallback
+
+        self.path, self.rollout_fn = path, rollout_fn
+        outer = self
+
+        class Callback(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kw):
+                outer.t0 = time.perf_counter()
+
+            def on_log(self, args, state, control, logs=None, **kw):
+                if not logs or "loss" not in logs:
+                    return
+                row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+                row.update(outer.rollout_fn.last)
+                row["seconds"] = time.perf_counter() - getattr(outer, "t0", time.perf_counter())
+                with open(outer.path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
+
+        self.callback = Callback()
+
+
+def train_policy(
+    policy: str,
+    engine: SearchEngine,
+    examples: Sequence[QAExample],
+    out_dir: str | Path,
+    *,
+    rollout_cfg: RolloutConfig,
+    rl: RLConfig,
+    curriculum: CurriculumConfig | None = None,
+    resume: bool = False,
+    model=None,
+    tokenizer=None,
+) -> dict[str, Any]:
+    """RL-train `policy` against `engine`; write the policy, metrics.jsonl, summary.json and plots to out_dir."""
+    import os as _os
+
+    _os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from transformers import set_seed
+    from trl import GRPOTrainer
+
+    from ..llm.local import load_causal_lm
+    from .plots import plot_training
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not examples:
+        raise ValueError("no training questions")
+    set_seed(rl.seed)
+    if model is None:
+        model, tokenizer = load_causal_lm(policy)
+    model.train()
+    curriculum = curriculum or CurriculumConfig()
+    ckpt_dir = out / "checkpoints"
+    last_ckpt = None
+    if resume:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last_ckpt = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.exists() else None
+        if last_ckpt is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {ckpt_dir}")
+    metrics_path = out / "metrics.jsonl"
+    if not resume:
+        metrics_path.unlink(missing_ok=True)
+        (out / "rollouts.jsonl").unlink(missing_ok=True)
+    rollout_fn = SearchRollout(engine, rollout_cfg, examples, curriculum.schedule(), seed=rl.seed,
+                               log_path=out / "rollouts.jsonl")
+    log = _MetricsLog(metrics_path, rollout_fn)
+    max_len = (rollout_cfg.max_turns + 1) * (rollout_cfg.max_new_tokens + rollout_cfg.max_obs_tokens + 64)
+    args = make_grpo_config(rl, ckpt_dir, rollout_cfg.temperature, max_len)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[f1_reward],
+        args=args,
+        train_dataset=build_dataset(examples),
+        processing_class=tokenizer,
+        rollout_func=rollout_fn,
+        callbacks=[log.callback],
+    )
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=last_ckpt)
+    seconds = time.perf_counter() - t0
+    policy_dir = out / "policy"
+    trainer.save_model(str(policy_dir))
+    tokenizer.save_pretrained(str(policy_dir))
+    summary = {
+        "policy": str(policy),
+        "engine": engine.describe(),
+        "steps": trainer.state.global_step,
+        "seconds": seconds,
+        "rollout": asdict(rollout_cfg),
+        "rl": asdict(rl),
+        "curriculum": asdict(curriculum) if not engine.real else None,
+        "searches": dict(rollout_fn.ledger.totals),
+        "real_searches": rollout_fn.ledger.totals["real_searches"],
+        "policy_dir": str(policy_dir),
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    plot_training(metrics_path, out)
+    return summary

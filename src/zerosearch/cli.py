@@ -162,6 +162,408 @@ def serve(
     run(eng, host=host, port=port, token=token, default_topk=topk)
 
 
+def _load_policy(policy: str):
+    from .llm.local import load_causal_lm
+
+    try:
+        with console.status(f"loading {policy}…"):
+            return load_causal_lm(policy)
+    except (OSError, ValueError) as e:
+        _fail(f"cannot load the policy {policy!r}: {e}")
+
+
+def _load_data(spec: str, split: Optional[str], limit: Optional[int]):
+    from .data.loaders import load
+
+    try:
+        examples = load(spec, split=split, limit=limit)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    if not examples:
+        _fail(f"no questions in {spec}")
+    return examples
+
+
+def _run_config(config: Optional[Path]):
+    from .settings import load_run_config
+
+    try:
+        return load_run_config(config)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+
+
+def _override_engine(cfg, engine, corpus, url, sim_model, sim_url, sim_style, topk) -> None:
+    """Flags given on the command line win over the config file."""
+    e = cfg.engine
+    for name, value in (("kind", engine), ("corpus", corpus), ("url", url), ("sim_model", sim_model),
+                        ("sim_url", sim_url), ("sim_style", sim_style), ("topk", topk)):
+        if value is not None:
+            setattr(e, name, value)
+    if e.kind not in ENGINE_KINDS:
+        _fail(f"unknown engine {e.kind!r}; choose one of {', '.join(ENGINE_KINDS)}")
+    cfg.rollout.topk = e.topk
+
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML run settings (see configs/).")
+OptEngine = typer.Option(None, "--engine", "-e", help=f"Search engine: {', '.join(ENGINE_KINDS)}.")
+OptTopk = typer.Option(None, "--topk", "-k", min=1, max=50, help="Documents per search.")
+OptSimModel = typer.Option(None, "--sim-model", help="Simulator model: registry name, folder or hub id.")
+OptSimStyle = typer.Option(None, "--sim-style", help="Simulator prompt: 'sft' or 'prompt'.")
+
+
+@app.command()
+def warmstart(
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder; the model goes to OUT/model."),
+    config: Optional[Path] = ConfigOpt,
+    policy: Optional[str] = typer.Option(None, "--policy", help="Model to warm-start (registry name, folder, hub id)."),
+    train_data: Optional[str] = typer.Option(None, "--train-data", help="Training questions (jsonl, parquet, world folder)."),
+    engine: Optional[str] = OptEngine,
+    corpus: Optional[str] = CorpusOpt,
+    url: Optional[str] = UrlOpt,
+    topk: Optional[int] = OptTopk,
+    sim_model: Optional[str] = OptSimModel,
+    sim_url: Optional[str] = SimUrlOpt,
+    sim_style: Optional[str] = OptSimStyle,
+    demos: Optional[int] = typer.Option(None, "--demos", help="Number of demonstrations."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="SFT steps."),
+) -> None:
+    """Teach a small policy the protocol's format with a few SFT steps on demonstrations that use the run's engine."""
+    from .train.warmstart import warmstart as run
+
+    cfg = _run_config(config)
+    _override_engine(cfg, engine, corpus, url, sim_model, sim_url, sim_style, topk)
+    cfg.policy = policy or cfg.policy
+    cfg.train_data = train_data or cfg.train_data
+    if not cfg.train_data:
+        _fail("give the training questions with --train-data (or train_data: in the config)")
+    if demos:
+        cfg.warmstart.demos = demos
+    if steps:
+        cfg.warmstart.sft.steps = steps
+    examples = _load_data(cfg.train_data, cfg.train_split, cfg.train_limit)
+    eng = _build(cfg.engine)
+    model, tok = _load_policy(cfg.policy)
+    with console.status(f"warm start: {cfg.warmstart.demos} demonstrations, {cfg.warmstart.sft.steps} SFT steps…"):
+        summary = run(cfg.policy, eng, examples, out, sft=cfg.warmstart.sft, n_demos=cfg.warmstart.demos,
+                      topk=cfg.engine.topk, max_obs_tokens=cfg.rollout.max_obs_tokens,
+                      trainable_layers=cfg.trainable_layers, model=model, tokenizer=tok)
+    console.print(f"warm start done in {summary['seconds']:.0f} s: {summary['demos']} demonstrations, final loss "
+                  f"{summary['losses'][-1]['loss']:.3f}; model in {summary['model_dir']}")
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: policy/, checkpoints/, metrics.jsonl, plots."),
+    config: Optional[Path] = ConfigOpt,
+    policy: Optional[str] = typer.Option(None, "--policy", help="Policy to train (registry name, folder, hub id)."),
+    train_data: Optional[str] = typer.Option(None, "--train-data", help="Training questions (jsonl, parquet, world folder)."),
+    engine: Optional[str] = OptEngine,
+    corpus: Optional[str] = CorpusOpt,
+    url: Optional[str] = UrlOpt,
+    topk: Optional[int] = OptTopk,
+    sim_model: Optional[str] = OptSimModel,
+    sim_url: Optional[str] = SimUrlOpt,
+    sim_style: Optional[str] = OptSimStyle,
+    algorithm: Optional[str] = typer.Option(None, "--algorithm", help="grpo, reinforce or dapo."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="RL steps."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in OUT."),
+) -> None:
+    """RL-train a policy to search (GRPO family through TRL); --engine picks the engine, nothing else changes."""
+    from .train.grpo import train_policy
+
+    cfg = _run_config(config)
+    _override_engine(cfg, engine, corpus, url, sim_model, sim_url, sim_style, topk)
+    cfg.policy = policy or cfg.policy
+    cfg.train_data = train_data or cfg.train_data
+    if algorithm:
+        cfg.rl.algorithm = algorithm
+    if steps:
+        cfg.rl.steps = steps
+    if not cfg.train_data:
+        _fail("give the training questions with --train-data (or train_data: in the config)")
+    try:
+        cfg.rl.__post_init__()
+    except ValueError as e:
+        _fail(str(e))
+    examples = _load_data(cfg.train_data, cfg.train_split, cfg.train_limit)
+    eng = _build(cfg.engine)
+    model, tok = _load_policy(cfg.policy)
+    console.print(f"training {cfg.policy} with {cfg.rl.algorithm} against the {cfg.engine.kind} engine for "
+                  f"{cfg.rl.steps} steps ({cfg.rl.questions_per_step} questions x {cfg.rl.num_generations} rollouts)")
+    try:
+        summary = train_policy(cfg.policy, eng, examples, out, rollout_cfg=cfg.rollout, rl=cfg.rl,
+                               curriculum=cfg.curriculum, resume=resume, trainable_layers=cfg.trainable_layers,
+                               model=model, tokenizer=tok)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    console.print(f"done: {summary['steps']} steps in {summary['seconds']:.0f} s, {summary['real_searches']} searches "
+                  f"reached a real engine; policy in {summary['policy_dir']}")
+
+
+@app.command("eval")
+def eval_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for report.json, report.md and predictions.jsonl."),
+    data: str = typer.Option(..., "--data", "-d", help="Questions: world folder, FlashRAG jsonl, Search-R1 parquet, hf:…; comma-separated for several."),
+    policy: Optional[str] = typer.Option(None, "--policy", help="Policy to evaluate (registry name, folder, hub id)."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="'direct' (no search) or 'rag' (one retrieval); uses --policy or the base model."),
+    split: str = typer.Option("test", "--split", help="Split for folders and hub datasets."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="First N questions of each dataset."),
+    engine: str = EngineOpt,
+    corpus: Optional[str] = CorpusOpt,
+    url: Optional[str] = UrlOpt,
+    topk: int = TopkOpt,
+    sim_model: str = SimModelOpt,
+    sim_url: Optional[str] = SimUrlOpt,
+    sim_style: str = SimStyleOpt,
+    max_turns: int = typer.Option(2, "--max-turns", help="Search turns before the final answer turn."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Tokens per turn."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+) -> None:
+    """Score a policy (multi-turn search) or a baseline over datasets with any engine; greedy, every question counted."""
+    from .agent.rollout import RolloutConfig
+    from .evaluate import run_eval, write_report
+
+    method = baseline or "agent"
+    if method not in ("agent", "direct", "rag"):
+        _fail(f"--baseline must be 'direct' or 'rag', not {baseline!r}")
+    if method == "agent" and not policy:
+        _fail("give --policy (or --baseline direct|rag)")
+    policy = policy or "smollm2-135m"
+    examples = _load_data(data, split, limit)
+    eng = None
+    if method != "direct" or engine != "bm25" or corpus:
+        cfg = engine_config(engine, corpus, url, topk, sim_model, sim_url, sim_style)
+        eng = _build(cfg)
+    model, tok = _load_policy(policy)
+    rcfg = RolloutConfig(max_turns=max_turns, max_new_tokens=max_new_tokens, topk=topk, temperature=0.0,
+                         batch_size=batch_size, bf16=True)
+    from rich.progress import Progress
+
+    with Progress(console=console) as bar:
+        task = bar.add_task(f"{method} over {len(examples)} questions", total=len(examples))
+        report, rows = run_eval(method, model, tok, examples, eng, rcfg, progress=lambda n: bar.advance(task, n))
+    write_report(report, rows, out, title=f"{method}: {policy}")
+    table = Table(title=f"{method}: {policy} ({report.n} questions)")
+    for col in ("dataset", "n", "strict EM", "cover EM", "F1", "searches/q"):
+        table.add_column(col, justify="right" if col != "dataset" else "left")
+    for name, s in report.per_dataset.items():
+        table.add_row(name, str(s["n"]), f"{s['strict_em']:.1f}", f"{s['cover_em']:.1f}", f"{s['f1']:.1f}",
+                      f"{s['searches_per_question']:.2f}")
+    console.print(table)
+    console.print(f"n = {report.n}; report in {out}/report.md")
+
+
+@app.command()
+def ask(
+    question: str = typer.Argument(..., help="The question."),
+    policy: str = typer.Option(..., "--policy", help="A trained policy (folder, registry name, hub id)."),
+    engine: str = EngineOpt,
+    corpus: Optional[str] = CorpusOpt,
+    url: Optional[str] = UrlOpt,
+    topk: int = TopkOpt,
+    sim_model: str = SimModelOpt,
+    sim_url: Optional[str] = SimUrlOpt,
+    sim_style: str = SimStyleOpt,
+    answer: Optional[list[str]] = typer.Option(None, "--answer", help="Gold answer, only for a simulated engine."),
+    max_turns: int = typer.Option(4, "--max-turns", help="Search turns before the final answer turn."),
+    max_new_tokens: int = typer.Option(96, "--max-new-tokens"),
+) -> None:
+    """Answer one question with a policy and an engine, showing each turn (reasoning, query, documents, answer)."""
+    from .agent.rollout import RolloutConfig, rollout
+    from .data.qa import QAExample
+
+    cfg = engine_config(engine, corpus, url, topk, sim_model, sim_url, sim_style)
+    eng = _build(cfg)
+    model, tok = _load_policy(policy)
+    ex = QAExample("ask", question, answer or ["?"])
+    rcfg = RolloutConfig(max_turns=max_turns, max_new_tokens=max_new_tokens, topk=topk, temperature=0.0, batch_size=1)
+    with console.status("thinking…"):
+        traj = rollout(model, tok, [ex], eng, rcfg)[0]
+    searches = iter(traj.searches)
+    for t in traj.turns:
+        console.rule(f"turn {t['turn']}")
+        console.print(t["text"].strip(), markup=False, highlight=False)
+        if t["action"] == "search" and t["turn"] <= max_turns:
+            s = next(searches, None)
+            if s is not None:
+                label = s.engine + (f", {s.kind}" if s.kind else "")
+                console.print(f"[bold cyan]search[/bold cyan] ({label}): {s.query}")
+                for i, d in enumerate(s.documents, 1):
+                    console.print(f"  [dim]{i}. {d['title']}[/dim] {d['text']}", markup=True, highlight=False)
+                if s.error:
+                    console.print(f"  [red]engine error: {s.error}[/red]")
+        elif t["action"] == "invalid":
+            console.print("[yellow](no valid <search> or <answer>: the environment asks again)[/yellow]")
+    console.rule()
+    console.print(f"[bold]answer:[/bold] {traj.answer if traj.answer is not None else '(none)'}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder."),
+    quick: bool = typer.Option(False, "--quick", help="Tiny random models: a smoke test of the pipeline (< 2 min)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Demo settings (default configs/demo-cpu.yaml)."),
+) -> None:
+    """The paper's comparison on a laptop CPU, offline: RL with a simulated vs a real engine, evaluated with the real one."""
+    from .demo import run_demo
+
+    result = run_demo(out, quick=quick, config=config, say=lambda m: console.print(m, highlight=False))
+    table = Table(title=f"evaluated with the real engine (BM25) on {result['eval_questions']} held-out questions")
+    for col in ("method", "strict EM", "cover EM", "F1", "searches/q", "training searches on a real engine"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for r in result["rows"]:
+        table.add_row(r["method"], f"{r['strict_em']:.1f}", f"{r['cover_em']:.1f}", f"{r['f1']:.1f}",
+                      f"{r['searches_per_question']:.2f}", str(r["training_real_searches"]))
+    console.print(table)
+    console.print(f"total {result['seconds']:.0f} s; table, reports and plots in {out}/ (results.md)")
+
+
+simtune_app = typer.Typer(help="Build and check a simulation LLM: collect real searches, label, tune, check.",
+                          no_args_is_help=True)
+app.add_typer(simtune_app, name="simtune")
+
+
+@simtune_app.command("collect")
+def simtune_collect(
+    out: Path = typer.Option(..., "--out", "-o", help="jsonl of searches (appended; finished questions are skipped)."),
+    data: str = typer.Option(..., "--data", "-d", help="Training questions (world folder, jsonl, parquet)."),
+    split: str = typer.Option("train", "--split"),
+    limit: Optional[int] = typer.Option(None, "--limit"),
+    policy: str = typer.Option("plan", "--policy", help="'plan' (the demonstrations' query plan; world data) or a policy model."),
+    engine: str = EngineOpt,
+    corpus: Optional[str] = CorpusOpt,
+    url: Optional[str] = UrlOpt,
+    topk: int = TopkOpt,
+    temperature: float = typer.Option(0.7, "--temperature", help="Sampling temperature of a model policy."),
+) -> None:
+    """Run a policy with a REAL engine over training questions and record every search."""
+    from rich.progress import Progress
+
+    from .agent.rollout import RolloutConfig
+    from .simtune.collect import collect
+
+    examples = _load_data(data, split, limit)
+    eng = _build(engine_config(engine, corpus, url, topk, "smollm2-135m", None, "sft"))
+    pol = None if policy == "plan" else _load_policy(policy)
+    rcfg = RolloutConfig(max_turns=2, max_new_tokens=64, topk=topk, temperature=temperature, bf16=True)
+    try:
+        with Progress(console=console) as bar:
+            task = bar.add_task(f"collecting over {len(examples)} questions", total=len(examples))
+            stats = collect(examples, eng, out, topk=topk, policy=pol, rollout_cfg=rcfg,
+                            progress=lambda n: bar.advance(task, n))
+    except ValueError as e:
+        _fail(str(e))
+    console.print(f"{stats['searches']} searches from {stats['questions']} questions written to {out} "
+                  f"({stats['skipped_done']} already there, {stats['skipped_no_plan']} without a plan)")
+
+
+@simtune_app.command("dataset")
+def simtune_dataset(
+    samples: Path = typer.Option(..., "--samples", "-s", help="Output of `simtune collect`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for sft.jsonl, heldout.jsonl and labels.json."),
+    label: str = typer.Option("hop", "--label", help="judge, trajectory, contains or hop."),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Local judge model (for --label judge)."),
+    judge_url: Optional[str] = typer.Option(None, "--judge-url", help="OpenAI-compatible judge server (for --label judge)."),
+    holdout: float = typer.Option(0.1, "--holdout", help="Share of questions kept out for `simtune check`."),
+    balance: bool = typer.Option(True, "--balance/--no-balance", help="As many useful as noisy examples."),
+    words: int = typer.Option(30, "--words", help="'about N words' per document in the prompt."),
+    topk: int = TopkOpt,
+) -> None:
+    """Label collected document sets useful or noisy and write the simulator's SFT set (chat messages jsonl)."""
+    from .simtune.collect import read_samples
+    from .simtune.label import label_samples, sft_record, split_by_question, write_samples, write_sft_set
+
+    rows = read_samples(samples)
+    if not rows:
+        _fail(f"no searches in {samples}")
+    train_rows, held = split_by_question(rows, holdout)
+    judge = None
+    if label == "judge":
+        if judge_url:
+            from .llm.openai_compat import OpenAICompatGenerator
+
+            judge = OpenAICompatGenerator(judge_url, judge_model or "judge")
+        elif judge_model:
+            from .llm.local import TransformersGenerator
+
+            judge = TransformersGenerator.from_pretrained(judge_model)
+    try:
+        labelled, counts = label_samples(train_rows, label, k=topk, judge=judge, balance=balance)
+    except (ValueError, RuntimeError) as e:
+        _fail(str(e))
+    write_sft_set([sft_record(x, words=words) for x in labelled], out / "sft.jsonl")
+    write_samples(held, out / "heldout.jsonl")
+    counts.update(rule=label, heldout_searches=len(held))
+    (out / "labels.json").write_text(json.dumps(counts, indent=2))
+    console.print(f"{counts['sets']} document sets labelled by '{label}': {counts['useful']} useful, {counts['noisy']} "
+                  f"noisy; kept {counts['kept_useful']} + {counts['kept_noisy']} in {out}/sft.jsonl; "
+                  f"{len(held)} held-out searches in {out}/heldout.jsonl")
+
+
+@simtune_app.command("tune")
+def simtune_tune(
+    data: Path = typer.Option(..., "--data", "-d", help="sft.jsonl from `simtune dataset`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder; the simulator goes to OUT/model."),
+    model: str = typer.Option("smollm2-135m", "--model", help="Base simulator (registry name, folder, hub id)."),
+    steps: int = typer.Option(100, "--steps"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Default by model size (1e-6 from 1B parameters up, as the paper)."),
+    lora_r: int = typer.Option(0, "--lora-r", help="LoRA rank (0 = full fine-tune); adapters are merged on save."),
+    trainable_layers: int = typer.Option(0, "--trainable-layers", help="Train only the top N blocks (0 = all)."),
+    bf16: bool = typer.Option(True, "--bf16/--fp32"),
+) -> None:
+    """Fine-tune a simulator (TRL SFTTrainer, loss on the documents only); saves a folder any backend loads."""
+    from .simtune.tune import suggested_lr, tune_simulator
+    from .train.sft import SFTConfig
+
+    m, tok = _load_policy(model)
+    rate = lr or suggested_lr(sum(p.numel() for p in m.parameters()))
+    cfg = SFTConfig(steps=steps, batch_size=batch_size, learning_rate=rate, lora_r=lora_r, bf16=bf16)
+    with console.status(f"tuning {model}: {steps} steps at lr {rate:g}…"):
+        try:
+            summary = tune_simulator(model, data, out, sft=cfg, trainable_layers=trainable_layers, model=m, tokenizer=tok)
+        except ValueError as e:
+            _fail(str(e))
+    losses = summary["losses"]
+    console.print(f"loss {losses[0]['loss']:.3f} → {losses[-1]['loss']:.3f} in {summary['seconds']:.0f} s; "
+                  f"simulator in {summary['model_dir']}")
+
+
+@simtune_app.command("check")
+def simtune_check(
+    samples: Path = typer.Option(..., "--samples", "-s", help="Held-out searches (heldout.jsonl from `simtune dataset`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the report."),
+    sim_model: str = SimModelOpt,
+    sim_url: Optional[str] = SimUrlOpt,
+    sim_style: str = SimStyleOpt,
+    compare: Optional[str] = typer.Option(None, "--compare", help="Also check this model with the prompt-only style."),
+    limit: int = typer.Option(100, "--limit", help="Held-out searches to check."),
+    topk: int = TopkOpt,
+) -> None:
+    """Report a simulator's format validity, controllability (useful vs noisy), fidelity to the real engine and cost."""
+    from .data.qa import atomic_write_text
+    from .simtune.check import check_simulator, report_markdown, write_check
+    from .simtune.collect import read_samples
+
+    held = read_samples(samples)[:limit]
+    if not held:
+        _fail(f"no searches in {samples}")
+    runs = [("simulator", sim_model, sim_url, sim_style)]
+    if compare:
+        runs.append(("prompt-only", compare, None, "prompt"))
+    reports = {}
+    for name, model, url, style in runs:
+        eng = _build(engine_config("simulated", None, None, topk, model, url, style))
+        with console.status(f"checking {name} ({model}, {style}) on {len(held)} queries…"):
+            result = check_simulator(eng, held, k=topk)
+        write_check(result, out, name)
+        reports[f"{name} ({style})"] = result["report"]
+    md = report_markdown(reports)
+    atomic_write_text(out / "report.md", md)
+    console.print(md, markup=False, highlight=False)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -101,7 +101,10 @@ def build_demonstrations(
         for i, res in zip(todo, results):
             query, noun, entity = plans[i][hop]
             if hop == 0:
+                # The first thought states the whole plan, so a two-hop question keeps its second hop in view.
                 think = f"I need to find the {noun} of {entity}." if entity else "I need to search for this."
+                if len(plans[i]) > 1:
+                    think = think[:-1] + f", then the {plans[i][1][1]} of the {noun}."
             else:
                 prev_query, prev_noun, prev_entity = plans[i][hop - 1]
                 think = f"The {prev_noun} of {prev_entity} is {entity}. Now I need the {noun} of {entity}."

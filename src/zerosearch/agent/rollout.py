@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -178,24 +178,30 @@ def rollout(
     noise: str | float | None = None,
     generator: torch.Generator | None = None,
     stats: RolloutStats | None = None,
+    prompt_fn: Callable[[Any], list[int]] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[Trajectory]:
     """Run the search protocol for each example (anything with .question and .golden_answers).
 
     `noise` is handed to every simulated search request (the curriculum's p(step), or a forced kind).
+    `prompt_fn` builds an example's prompt ids (default: the protocol's instruction in the chat template).
     Examples are processed in batches of cfg.batch_size; results come back in input order.
     """
+    prompt_fn = prompt_fn or (lambda ex: prompt_ids(tokenizer, ex.question))
     out: list[Trajectory] = []
     for start in range(0, len(examples), cfg.batch_size):
         chunk = examples[start : start + cfg.batch_size]
-        out.extend(_rollout_batch(model, tokenizer, chunk, engine, cfg, noise, generator, stats, start))
+        out.extend(_rollout_batch(model, tokenizer, chunk, engine, cfg, noise, generator, stats, start, prompt_fn))
+        if progress is not None:
+            progress(len(chunk))
     return out
 
 
-def _rollout_batch(model, tokenizer, examples, engine, cfg, noise, generator, stats, offset) -> list[Trajectory]:
+def _rollout_batch(model, tokenizer, examples, engine, cfg, noise, generator, stats, offset, prompt_fn):
     t_start = time.perf_counter()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stop_ids = eos_ids(model, tokenizer)
-    trajs = [Trajectory(offset + i, prompt_ids(tokenizer, ex.question)) for i, ex in enumerate(examples)]
+    trajs = [Trajectory(offset + i, prompt_fn(ex)) for i, ex in enumerate(examples)]
     batch = _Batch(model, pad, cfg.bf16)
     rows = list(range(len(trajs)))  # trajectory index of each batch row
     logits = batch.feed([t.prompt_ids for t in trajs])
@@ -219,6 +225,8 @@ def _rollout_batch(model, tokenizer, examples, engine, cfg, noise, generator, st
                     continue
                 gen[r].append(t)
                 lps[r].append(logps[r])
+                if stats is not None:
+                    stats.generated_tokens += 1
                 text = tokenizer.decode(gen[r], skip_special_tokens=True)
                 if any(s in text for s in protocol.STOP_STRINGS):
                     reason[r], unfed[r] = "stop", True
@@ -228,8 +236,6 @@ def _rollout_batch(model, tokenizer, examples, engine, cfg, noise, generator, st
                     feed_next[r] = [t]
                     still.append(r)
             going = still
-            if stats is not None:
-                stats.generated_tokens += sum(1 for r in range(n) if toks[r] is not None)
             if not going:
                 break
             logits = batch.feed(feed_next)
@@ -252,7 +258,7 @@ def _rollout_batch(model, tokenizer, examples, engine, cfg, noise, generator, st
                 traj.unexecuted_final_search = action.kind == "search"
                 done[r] = True
             elif action.kind == "search":
-                ex = examples[rows[r] - offset]
+                ex = examples[rows[r]]
                 requests.append(SearchRequest(action.content, question=ex.question,
                                               golden_answers=list(ex.golden_answers), noise=noise))
                 searchers.append(r)

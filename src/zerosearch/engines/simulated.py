@@ -73,6 +73,18 @@ _TITLE = re.compile(r"^\(?\s*Title:\s*([^)\n]*)\)\s*")
 PAD_TEXT = "(no result)"
 
 
+def sft_prompt(query: str, kind: str, question: str | None, answer: str, k: int, words: int) -> str:
+    """The simulation-tuning prompt (PAPER §1.3), for k documents of about `words` words."""
+    context = SFT_CONTEXT.format(question=question, answer=answer) if question and answer else ""
+    return SFT_TEMPLATE.format(n=NUMBER_WORDS.get(k, str(k)), kind=kind, Kind=kind.capitalize(), context=context,
+                               words=words, query=query)
+
+
+def sft_target(docs: Sequence[tuple[str, str]]) -> str:
+    """What a tuned simulator writes: `Doc i: (Title: t) text` per line, the form `parse_documents` reads."""
+    return "\n".join(f"Doc {i}: (Title: {t}) {x}" if t else f"Doc {i}: {x}" for i, (t, x) in enumerate(docs, 1))
+
+
 def _numbered(docs: Sequence[str]) -> str:
     return "\n".join(f"Doc {i}: {d}" for i, d in enumerate(docs, 1))
 
@@ -157,8 +169,7 @@ class SimulatedEngine(SearchEngine):
         answer = self._answer(req.golden_answers)
         has_context = bool(req.question and answer)
         if self.style == "sft":
-            context = SFT_CONTEXT.format(question=req.question, answer=answer) if has_context else ""
-            return SFT_TEMPLATE.format(n=n, kind=kind, Kind=kind.capitalize(), context=context, words=self.words, query=req.query)
+            return sft_prompt(req.query, kind, req.question if has_context else None, answer, k, self.words)
         if kind == USEFUL:
             context = PROMPT_USEFUL_CONTEXT.format(question=req.question, answer=answer) if has_context else ""
             return PROMPT_USEFUL.format(

@@ -20,7 +20,7 @@ SPECIAL = ["<|pad|>", "<|im_start|>", "<|im_end|>"]
 
 
 def build_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -32,6 +32,9 @@ def build_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
     seed_texts = [protocol.INSTRUCTION, protocol.INVALID_ACTION, "<think> </think> <search> </search> <answer> </answer>",
                   "<information> </information> Doc 1(Title: x)"]
     tok.train_from_iterator([*seed_texts, *texts], trainer=trainer)
+    # One token per tag, so a model this small can learn the protocol in a few dozen steps.
+    tags = [*protocol.THINK, *protocol.SEARCH, *protocol.ANSWER, *protocol.INFORMATION]
+    tok.add_tokens([AddedToken(t, normalized=False, special=False) for t in tags])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<|pad|>", eos_token="<|im_end|>", bos_token="<|im_start|>"
     )

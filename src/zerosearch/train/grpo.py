@@ -222,6 +222,44 @@ def make_grpo_config(rl: RLConfig, out_dir: str | Path, temperature: float, max_
     )
 
 
+def search_grpo_trainer_class():
+    """GRPOTrainer whose loss forward scores only the policy's own tokens.
+
+    TRL's fused LM head computes a log-prob for every completion position and the loss then multiplies the
+    observation positions by env_mask = 0. Observations are most of a search trajectory's completion, and on
+    a CPU the full-vocabulary projection of each position is a large share of an update, so we label the
+    masked positions -100 before the head: same loss, a fraction of the work.
+    """
+    from trl import GRPOTrainer
+
+    class SearchGRPOTrainer(GRPOTrainer):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self._score_mask = None
+            base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            fused_forward = base.forward
+            trainer = self
+
+            def forward(*a, labels=None, fused_lm_head=False, **kw):
+                mask = trainer._score_mask
+                if fused_lm_head and labels is not None and mask is not None and labels.shape[0] == mask.shape[0]:
+                    labels = labels.clone()
+                    labels[:, -mask.shape[1] :][mask == 0] = -100
+                return fused_forward(*a, labels=labels, fused_lm_head=fused_lm_head, **kw)
+
+            base.forward = forward
+
+        def _compute_loss(self, model, inputs):
+            tool_mask = inputs.get("tool_mask")
+            self._score_mask = None if tool_mask is None else inputs["completion_mask"] * tool_mask
+            try:
+                return super()._compute_loss(model, inputs)
+            finally:
+                self._score_mask = None
+
+    return SearchGRPOTrainer
+
+
 class _MetricsLog:
     """Writes one JSON line per optimizer step (TRL's logs + our rollout ledger) to metrics.jsonl."""
 
@@ -257,6 +295,7 @@ def train_policy(
     rl: RLConfig,
     curriculum: CurriculumConfig | None = None,
     resume: bool = False,
+    trainable_layers: int = 0,
     model=None,
     tokenizer=None,
 ) -> dict[str, Any]:
@@ -265,11 +304,13 @@ def train_policy(
 
     _os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from transformers import set_seed
-    from trl import GRPOTrainer
 
     from ..llm.local import load_causal_lm
     from .plots import plot_training
+    from .freeze import train_top_layers
+    from .trl_compat import compact_lm_head_on_cpu
 
+    compact_lm_head_on_cpu()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not examples:
@@ -278,6 +319,7 @@ def train_policy(
     if model is None:
         model, tokenizer = load_causal_lm(policy)
     model.train()
+    n_trainable = train_top_layers(model, trainable_layers)
     curriculum = curriculum or CurriculumConfig()
     ckpt_dir = out / "checkpoints"
     last_ckpt = None
@@ -296,7 +338,7 @@ def train_policy(
     log = _MetricsLog(metrics_path, rollout_fn)
     max_len = (rollout_cfg.max_turns + 1) * (rollout_cfg.max_new_tokens + rollout_cfg.max_obs_tokens + 64)
     args = make_grpo_config(rl, ckpt_dir, rollout_cfg.temperature, max_len)
-    trainer = GRPOTrainer(
+    trainer = search_grpo_trainer_class()(
         model=model,
         reward_funcs=[f1_reward],
         args=args,
@@ -309,6 +351,7 @@ def train_policy(
     trainer.train(resume_from_checkpoint=last_ckpt)
     seconds = time.perf_counter() - t0
     policy_dir = out / "policy"
+    train_top_layers(model, 0)
     trainer.save_model(str(policy_dir))
     tokenizer.save_pretrained(str(policy_dir))
     summary = {
@@ -321,6 +364,7 @@ def train_policy(
         "curriculum": asdict(curriculum) if not engine.real else None,
         "searches": dict(rollout_fn.ledger.totals),
         "real_searches": rollout_fn.ledger.totals["real_searches"],
+        "trainable_parameters": n_trainable,
         "policy_dir": str(policy_dir),
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))

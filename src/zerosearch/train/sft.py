@@ -56,8 +56,11 @@ def sft_train(
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
+    from .trl_compat import compact_lm_head_on_cpu
+
     if not examples:
         raise ValueError("no SFT examples")
+    compact_lm_head_on_cpu()
     set_seed(cfg.seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,124 @@
+"""Label collected document sets useful or noisy, balance them, and write the simulator's SFT set.
+
+Each collected search gives two candidate sets for its query: the top-k the policy read and the next k
+(ranks k+1..2k). Rules:
+- `judge`: an LLM judge decides whether the documents suffice to answer the query (the paper's §3.3 rule);
+- `trajectory`: top-k sets of trajectories that ended with a right answer are useful, every other set
+  noisy (the paper's other description);
+- `contains`: a set is useful when one of its documents contains a gold answer;
+- `hop`: a set is useful when it contains what its search was after (the bridge entity of a first hop,
+  else a gold answer) — an exact judge where the question metadata says what each hop needs.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..data.qa import atomic_write_text
+from ..engines.base import NOISY, USEFUL
+from ..engines.simulated import sft_prompt, sft_target
+from ..llm.base import TextGenerator
+from .collect import SearchSample, contains
+
+RULES = ("judge", "trajectory", "contains", "hop")
+
+JUDGE_PROMPT = (
+    "Query: {query}\n\nDocuments:\n{documents}\n\n"
+    "Do these documents contain sufficient information to answer the query? Answer only yes or no."
+)
+
+
+@dataclass
+class LabelledSet:
+    sample_id: str
+    question_id: str
+    question: str
+    golden_answers: list[str]
+    query: str
+    needed: list[str]
+    documents: list[dict[str, Any]]
+    origin: str  # "top" (what the policy read) or "next" (ranks k+1..2k)
+    label: str  # useful / noisy
+
+
+def _text(docs: Sequence[dict[str, Any]]) -> str:
+    return " ".join(f"{d['title']} {d['text']}" for d in docs)
+
+
+def _judge(sets: list[tuple[SearchSample, list[dict], str]], judge: TextGenerator) -> list[bool]:
+    prompts = [[{"role": "user", "content": JUDGE_PROMPT.format(
+        query=s.query, documents="\n".join(f"({d['title']}) {d['text']}" for d in docs))}] for s, docs, _ in sets]
+    gens = judge.generate(prompts, max_new_tokens=4, temperature=0.0)
+    failed = [g.error for g in gens if not g.ok]
+    if failed:
+        raise RuntimeError(f"the judge failed on {len(failed)} of {len(gens)} sets, e.g. {failed[0]}")
+    return [g.text.strip().lower().startswith("yes") for g in gens]
+
+
+def label_samples(
+    samples: Sequence[SearchSample],
+    rule: str,
+    *,
+    k: int,
+    judge: TextGenerator | None = None,
+    balance: bool = True,
+    seed: int = 0,
+) -> tuple[list[LabelledSet], dict[str, int]]:
+    if rule not in RULES:
+        raise ValueError(f"unknown labelling rule {rule!r}; choose one of {', '.join(RULES)}")
+    if rule == "judge" and judge is None:
+        raise ValueError("the judge rule needs a judge model (--judge-model or --judge-url)")
+    sets = [(s, docs, origin) for s in samples for docs, origin in ((s.documents, "top"), (s.next_documents, "next"))
+            if len(docs) == k and not s.meta.get("error")]
+    if rule == "judge":
+        useful = _judge(sets, judge)
+    elif rule == "trajectory":
+        useful = [origin == "top" and s.trajectory_correct for s, _, origin in sets]
+    elif rule == "contains":
+        useful = [contains(_text(docs), s.golden_answers) for s, docs, _ in sets]
+    else:
+        useful = [contains(_text(docs), s.needed) for s, docs, _ in sets]
+    out = [LabelledSet(s.id, s.question_id, s.question, s.golden_answers, s.query, s.needed,
+                       [{"title": d["title"], "text": d["text"]} for d in docs], origin, USEFUL if u else NOISY)
+           for (s, docs, origin), u in zip(sets, useful)]
+    counts = {"sets": len(out), "useful": sum(x.label == USEFUL for x in out), "noisy": sum(x.label == NOISY for x in out)}
+    if balance and counts["useful"] and counts["noisy"]:
+        rng = random.Random(seed)
+        n = min(counts["useful"], counts["noisy"])
+        pools = {lab: [x for x in out if x.label == lab] for lab in (USEFUL, NOISY)}
+        out = [x for lab in (USEFUL, NOISY) for x in sorted(rng.sample(pools[lab], n), key=lambda x: x.sample_id)]
+        rng.shuffle(out)
+    counts.update(kept_useful=sum(x.label == USEFUL for x in out), kept_noisy=sum(x.label == NOISY for x in out))
+    return out, counts
+
+
+def sft_record(x: LabelledSet, *, words: int = 30) -> dict[str, Any]:
+    """One chat-messages example (the format TRL and LLaMA-Factory both read): the SFT prompt → k documents."""
+    k = len(x.documents)
+    prompt = sft_prompt(x.query, x.label, x.question, x.golden_answers[0], k, words)
+    target = sft_target([(d["title"], d["text"]) for d in x.documents])
+    return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": target}],
+            "label": x.label, "query": x.query, "question_id": x.question_id, "origin": x.origin}
+
+
+def split_by_question(samples: Sequence[SearchSample], holdout: float, seed: int = 0):
+    """Hold out whole questions (all their searches) for `simtune check`."""
+    if not 0.0 <= holdout < 1.0:
+        raise ValueError("holdout must be in [0, 1)")
+    qids = sorted({s.question_id for s in samples})
+    rng = random.Random(seed)
+    rng.shuffle(qids)
+    held = set(qids[: round(len(qids) * holdout)])
+    return [s for s in samples if s.question_id not in held], [s for s in samples if s.question_id in held]
+
+
+def write_sft_set(records: Sequence[dict[str, Any]], path: str | Path) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def write_samples(samples: Sequence[SearchSample], path: str | Path) -> None:
+    atomic_write_text(path, "".join(json.dumps(asdict(s), ensure_ascii=False) + "\n" for s in samples))

@@ -1,0 +1,85 @@
+from collections import Counter
+
+import pytest
+
+from zerosearch.engines.base import NOISY, USEFUL, SearchRequest
+from zerosearch.engines.simulated import PAD_TEXT, SimulatedEngine, parse_documents, sft_prompt, sft_target
+from zerosearch.llm.base import Generation, TextGenerator
+
+
+class EchoGenerator(TextGenerator):
+    """Writes documents that quote the prompt it got, so a test can see which question reached it."""
+
+    name = "echo"
+
+    def __init__(self, reply=None) -> None:
+        super().__init__()
+        self.prompts = []
+        self.reply = reply
+
+    def generate(self, prompts, *, max_new_tokens=256, temperature=0.0, stop=(), seed=None):
+        self.prompts.extend(p[-1]["content"] for p in prompts)
+        if self.reply is not None:
+            return [Generation(self.reply) if self.reply != "FAIL" else Generation("", error="server down") for _ in prompts]
+        out = []
+        for p in prompts:
+            q = p[-1]["content"].split('question: "')[1].split('"')[0] if 'question: "' in p[-1]["content"] else "none"
+            out.append(Generation("Doc 1: (Title: A) about " + q + "\nDoc 2: (Title: B) more\nDoc 3: (Title: C) last"))
+        return out
+
+
+def test_parse_exactly_k_documents_and_count_repairs():
+    docs, rep = parse_documents("Doc 1: (Title: X) one.\nDoc 2: two.\nDoc 3: three.\nDoc 4: four.", 3)
+    assert docs == [("X", "one."), ("", "two."), ("", "three.")] and rep == 0
+    docs, rep = parse_documents("Doc 1: only one", 3)
+    assert [d[1] for d in docs] == ["only one", PAD_TEXT, PAD_TEXT] and rep == 2
+    docs, rep = parse_documents("No markers. Just sentences. Three of them. And four.", 2)
+    assert len(docs) == 2 and rep == 2
+    docs, rep = parse_documents("", 3)
+    assert len(docs) == 3 and rep == 3
+
+
+def test_sft_prompt_has_the_papers_wording():
+    p = sft_prompt("q words", "useful", "Who?", "Ann", 5, 30)
+    assert p.startswith("You are the Google search engine.\nGiven a query, you need to generate five useful documents")
+    assert 'The user is trying to answer the question: "Who?" whose answer is Ann.' in p
+    assert p.endswith("Query: q words\nUseful Output:")
+    assert "noisy information" in sft_prompt("q", "noisy", "Who?", "Ann", 3, 30)
+    assert sft_target([("T", "x"), ("", "y")]) == "Doc 1: (Title: T) x\nDoc 2: y"
+
+
+def test_every_request_gets_its_own_question_and_forced_kind():
+    gen = EchoGenerator()
+    sim = SimulatedEngine(gen, style="sft", topk=3)
+    reqs = [SearchRequest(f"query {i}", question=f"question {i}", golden_answers=[f"ans {i}"],
+                        noise=USEFUL if i % 2 else NOISY) for i in range(5)]
+    results = sim.search(reqs)
+    for i, (r, prompt) in enumerate(zip(results, gen.prompts)):
+        assert f'"question {i}" whose answer is ans {i}' in prompt
+        assert r.kind == (USEFUL if i % 2 else NOISY)
+        assert f"{r.kind} documents" in prompt
+        assert r.engine == "simulated" and r.real is False and len(r.documents) == 3
+        assert r.documents[0].text == f"about question {i}"
+
+
+def test_noise_probability_is_drawn_per_call():
+    sim = SimulatedEngine(EchoGenerator(), topk=3, seed=1)
+    kinds = Counter(r.kind for r in sim.search([SearchRequest("q", "Q", ["a"], noise=0.25) for _ in range(400)]))
+    assert 70 <= kinds[NOISY] <= 130
+    assert {r.kind for r in sim.search([SearchRequest("q", "Q", ["a"], noise=0.0)] * 20)} == {USEFUL}
+
+
+def test_prompt_style_noisy_prompt_omits_the_answer_and_failures_are_reported():
+    gen = EchoGenerator()
+    sim = SimulatedEngine(gen, style="prompt", topk=2)
+    sim.search([SearchRequest("q", "Who?", ["Ann"], noise=NOISY), SearchRequest("q", "Who?", ["Ann"], noise=USEFUL)])
+    assert "Ann" not in gen.prompts[0] and "Ann" in gen.prompts[1]
+    broken = SimulatedEngine(EchoGenerator(reply="FAIL"), topk=2)
+    (r,) = broken.search([SearchRequest("q", "Who?", ["Ann"])])
+    assert r.error == "server down" and r.documents == []
+
+
+@pytest.mark.parametrize("kw", [{"style": "fancy"}, {"noise": "maybe"}, {"noise": 1.5}, {"answers": "some"}])
+def test_bad_settings_raise(kw):
+    with pytest.raises(ValueError):
+        SimulatedEngine(EchoGenerator(), **kw)

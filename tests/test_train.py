@@ -1,0 +1,138 @@
+import json
+
+import pytest
+import torch
+
+from zerosearch import protocol
+from zerosearch.agent.rollout import RolloutConfig, observation_ids, prompt_ids, rollout
+from zerosearch.curriculum import NoiseSchedule
+from zerosearch.data.qa import QAExample
+from zerosearch.engines.simulated import SimulatedEngine
+from zerosearch.train.grpo import CurriculumConfig, RLConfig, SearchRollout, train_policy
+from zerosearch.train.sft import SFTConfig, TokenizedExample, sft_train
+
+from .conftest import RecordingEngine
+from .test_simulated import EchoGenerator
+
+
+def _questions(n):
+    return [QAExample(str(i), f"what is the capital of land{i}", ["paris"]) for i in range(n)]
+
+
+def test_grpo_run_writes_policy_metrics_and_plots(tiny_model, tiny_tokenizer, tmp_path):
+    engine = RecordingEngine()
+    summary = train_policy("tiny", engine, _questions(8), tmp_path, rollout_cfg=RolloutConfig(max_turns=1, max_new_tokens=8),
+                           rl=RLConfig(steps=2, questions_per_step=2, num_generations=2), model=tiny_model,
+                           tokenizer=tiny_tokenizer)
+    assert summary["steps"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in ("reward", "f1", "strict_em", "cover_em", "searches_per_question", "invalid_action_rate", "noise_p",
+                "useful", "noisy", "seconds"):
+        assert key in rows[0]
+    for name in ("reward.png", "searches.png", "noise.png", "summary.json", "policy/config.json"):
+        assert (tmp_path / name).exists()
+    assert summary["real_searches"] == len(engine.requests)
+
+
+class _Trainer:
+    """The parts of a GRPOTrainer that the rollout reads."""
+
+    def __init__(self, model, tok, step, max_steps):
+        self.model, self.processing_class = model, tok
+        self.state = type("S", (), {"global_step": step, "max_steps": max_steps})()
+        self.accelerator = type("A", (), {"unwrap_model": staticmethod(lambda m: m)})()
+
+
+def test_curriculum_noise_comes_from_the_trainer_step(tiny_model, tiny_tokenizer):
+    from .scripted import ScriptedLM
+
+    qs = _questions(2)
+    scripts = {f"land{i}": ["<search> q </search>", "<answer> paris </answer>"] for i in range(2)}
+    model = ScriptedLM(tiny_tokenizer, scripts)
+    gen = EchoGenerator()
+    sim = SimulatedEngine(gen, topk=2)
+    seen = []
+    original = sim.search
+    sim.search = lambda reqs, topk=None: seen.append([r.noise for r in reqs]) or original(reqs, topk)
+    fn = SearchRollout(sim, RolloutConfig(max_turns=1, max_new_tokens=16, temperature=0), qs,
+                       NoiseSchedule(0.0, 0.75))
+    prompts = [protocol.chat_prompt(q.question) for q in qs]
+    for step in (0, 50, 100):
+        out = fn(prompts, _Trainer(model, tiny_tokenizer, step, 100))
+        assert set(out) >= {"prompt_ids", "completion_ids", "logprobs", "env_mask"}
+        assert len(out["completion_ids"]) == 2 and out["zs_f1"] == [1.0, 1.0]
+    assert [s[0] for s in seen] == pytest.approx([0.0, 0.25, 0.75])
+    real = SearchRollout(RecordingEngine(), RolloutConfig(), qs, NoiseSchedule(0.0, 0.75))
+    assert real.noise_at(50, 100) is None  # real engines get no noise
+
+
+def test_resume_continues_the_step_count_and_schedule(tiny_tokenizer, tmp_path):
+    from zerosearch.llm.tiny import build_tiny_model
+
+    sim = SimulatedEngine(EchoGenerator(), topk=2)
+    kw = dict(rollout_cfg=RolloutConfig(max_turns=1, max_new_tokens=6), curriculum=CurriculumConfig(0.0, 0.5),
+              tokenizer=tiny_tokenizer)
+    train_policy("tiny", sim, _questions(8), tmp_path, rl=RLConfig(steps=2, questions_per_step=2, num_generations=2,
+                 save_steps=1), model=build_tiny_model(tiny_tokenizer), **kw)
+    assert (tmp_path / "checkpoints" / "checkpoint-2").exists()
+    # a longer run resumed from the checkpoint of step 2
+    summary = train_policy("tiny", sim, _questions(8), tmp_path, rl=RLConfig(steps=4, questions_per_step=2,
+                           num_generations=2, save_steps=1), resume=True, model=build_tiny_model(tiny_tokenizer), **kw)
+    assert summary["steps"] == 4
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    sched = NoiseSchedule(0.0, 0.5)
+    assert rows[2]["noise_p"] == pytest.approx(sched(2, 4)) and rows[3]["noise_p"] == pytest.approx(sched(3, 4))
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tiny_model, tiny_tokenizer, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train_policy("tiny", RecordingEngine(), _questions(4), tmp_path, rollout_cfg=RolloutConfig(),
+                     rl=RLConfig(steps=1), resume=True, model=tiny_model, tokenizer=tiny_tokenizer)
+
+
+def _demo(tok, q, search: bool) -> TokenizedExample:
+    ids = prompt_ids(tok, q)
+    mask = [0] * len(ids)
+    if search:
+        for text, env in (("<search> capital </search>", False), ("the answer is paris", True),
+                          ("<answer> paris </answer>", False)):
+            seg = observation_ids(tok, text, 64) if env else tok(text, add_special_tokens=False).input_ids
+            ids, mask = ids + seg, mask + [0 if env else 1] * len(seg)
+    else:
+        seg = tok("<answer> london </answer>", add_special_tokens=False).input_ids
+        ids, mask = ids + seg, mask + [1] * len(seg)
+    return TokenizedExample(ids, mask)
+
+
+def _success_rate(model, tok, qs, engine, seed):
+    trajs = rollout(model, tok, qs, engine, RolloutConfig(max_turns=1, max_new_tokens=12, temperature=1.0),
+                    generator=torch.Generator().manual_seed(seed))
+    return sum(t.answer == "paris" for t in trajs) / len(trajs)
+
+
+def test_grpo_wiring_learns_a_trivial_search_task(tmp_path):
+    """A real learning test: a policy that half the time answers without searching (wrongly) learns, from
+    the F1 reward alone, to search first and answer from the documents."""
+    from zerosearch.llm.tiny import build_tiny_model, build_tiny_tokenizer
+
+    torch.manual_seed(0)
+    qs = _questions(16)
+    # a vocabulary of this task's words keeps sequences short enough to learn in seconds
+    tok = build_tiny_tokenizer([q.question for q in qs] * 4 + [
+        "<search> capital </search> the answer is paris <answer> paris </answer> <answer> london </answer>"] * 20,
+        vocab_size=400)
+    model = build_tiny_model(tok, seed=0)
+    demos = [_demo(tok, q.question, search=i % 2 == 0) for i, q in enumerate(qs)]
+    sft_train(model, tok, demos, tmp_path / "ws", SFTConfig(steps=60, batch_size=16, learning_rate=1e-2, warmup_ratio=0.0))
+    engine = RecordingEngine("the answer is paris")
+    eval_qs = qs * 4
+    before = _success_rate(model, tok, eval_qs, engine, seed=1)
+    assert 0.15 <= before <= 0.85, f"the warm start should leave room to learn, got {before}"
+    train_policy("tiny", engine, qs, tmp_path / "rl", rollout_cfg=RolloutConfig(max_turns=1, max_new_tokens=12,
+                 temperature=1.0), rl=RLConfig(steps=15, questions_per_step=4, num_generations=4, learning_rate=2e-3,
+                 seed=0), model=model, tokenizer=tok)
+    after = _success_rate(model.eval(), tok, eval_qs, engine, seed=1)
+    print("success rate before", before, "after", after)
+    assert after >= before + 0.25, (before, after)

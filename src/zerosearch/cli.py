@@ -247,7 +247,8 @@ def warmstart(
     with console.status(f"warm start: {cfg.warmstart.demos} demonstrations, {cfg.warmstart.sft.steps} SFT steps…"):
         summary = run(cfg.policy, eng, examples, out, sft=cfg.warmstart.sft, n_demos=cfg.warmstart.demos,
                       topk=cfg.engine.topk, max_obs_tokens=cfg.rollout.max_obs_tokens,
-                      trainable_layers=cfg.trainable_layers, model=model, tokenizer=tok)
+                      require_facts=cfg.warmstart.require_facts,
+                      model=model, tokenizer=tok)
     console.print(f"warm start done in {summary['seconds']:.0f} s: {summary['demos']} demonstrations, final loss "
                   f"{summary['losses'][-1]['loss']:.3f}; model in {summary['model_dir']}")
 
@@ -293,7 +294,7 @@ def train(
                   f"{cfg.rl.steps} steps ({cfg.rl.questions_per_step} questions x {cfg.rl.num_generations} rollouts)")
     try:
         summary = train_policy(cfg.policy, eng, examples, out, rollout_cfg=cfg.rollout, rl=cfg.rl,
-                               curriculum=cfg.curriculum, resume=resume, trainable_layers=cfg.trainable_layers,
+                               curriculum=cfg.curriculum, resume=resume,
                                model=model, tokenizer=tok)
     except FileNotFoundError as e:
         _fail(str(e))
@@ -410,11 +411,13 @@ def demo(
 
     result = run_demo(out, quick=quick, config=config, say=lambda m: console.print(m, highlight=False))
     table = Table(title=f"evaluated with the real engine (BM25) on {result['eval_questions']} held-out questions")
-    for col in ("method", "strict EM", "cover EM", "F1", "searches/q", "training searches on a real engine"):
+    for col in ("method", "strict EM", "cover EM", "F1", "searches/q", "training searches on a real engine",
+                "real searches to build its simulator"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in result["rows"]:
         table.add_row(r["method"], f"{r['strict_em']:.1f}", f"{r['cover_em']:.1f}", f"{r['f1']:.1f}",
-                      f"{r['searches_per_question']:.2f}", str(r["training_real_searches"]))
+                      f"{r['searches_per_question']:.2f}", str(r["training_real_searches"]),
+                      str(r["simulator_real_searches"]))
     console.print(table)
     console.print(f"total {result['seconds']:.0f} s; table, reports and plots in {out}/ (results.md)")
 
@@ -519,10 +522,11 @@ def simtune_tune(
 
     m, tok = _load_policy(model)
     rate = lr or suggested_lr(sum(p.numel() for p in m.parameters()))
-    cfg = SFTConfig(steps=steps, batch_size=batch_size, learning_rate=rate, lora_r=lora_r, bf16=bf16)
+    cfg = SFTConfig(steps=steps, batch_size=batch_size, learning_rate=rate, lora_r=lora_r, bf16=bf16,
+                    trainable_layers=trainable_layers)
     with console.status(f"tuning {model}: {steps} steps at lr {rate:g}…"):
         try:
-            summary = tune_simulator(model, data, out, sft=cfg, trainable_layers=trainable_layers, model=m, tokenizer=tok)
+            summary = tune_simulator(model, data, out, sft=cfg, model=m, tokenizer=tok)
         except ValueError as e:
             _fail(str(e))
     losses = summary["losses"]

@@ -18,6 +18,7 @@ from .train.sft import SFTConfig
 @dataclass
 class WarmstartConfig:
     demos: int = 64
+    require_facts: bool = True  # drop demonstrations whose documents miss the fact their reasoning states
     sft: SFTConfig = field(default_factory=SFTConfig)
 
 
@@ -27,7 +28,6 @@ class RunConfig:
     train_data: str | None = None  # FlashRAG jsonl, Search-R1 parquet, a world folder, or hf:owner/name
     train_split: str = "train"
     train_limit: int | None = None
-    trainable_layers: int = 0  # 0 = all; n = only the top n decoder blocks (a CPU speed knob)
     engine: EngineConfig = field(default_factory=EngineConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     rl: RLConfig = field(default_factory=RLConfig)

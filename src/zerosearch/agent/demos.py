@@ -77,11 +77,14 @@ def build_demonstrations(
     *,
     topk: int = 3,
     seed: int = 0,
+    require_facts: bool = True,
 ) -> tuple[list[Demonstration], dict[str, int]]:
     """Build one demonstration per example with the engine's real answers to its queries.
 
     Searches of all examples at one hop go to the engine as one batch, each with its own question and
-    answers (simulated engines are asked for useful documents). Returns the kept demonstrations and counts.
+    answers (simulated engines are asked for useful documents). With `require_facts` (the default), a
+    demonstration whose documents miss the fact its next step states is dropped. Returns the kept
+    demonstrations and counts.
     """
     rng = random.Random(seed)
     plans = []
@@ -114,7 +117,7 @@ def build_demonstrations(
             demos[i].searches.append({"query": query, "kind": res.kind, "engine": res.engine, "real": res.real})
             last = hop == len(plans[i]) - 1
             needed = examples[i].golden_answers if last else [plans[i][hop + 1][2]]
-            if res.error or not any(_contains(docs_text, n) for n in needed):
+            if res.error or (require_facts and not any(_contains(docs_text, n) for n in needed)):
                 alive.remove(i)
                 counts["dropped_missing_fact"] += 1
     kept = []

@@ -86,14 +86,33 @@ def label_samples(
                        [{"title": d["title"], "text": d["text"]} for d in docs], origin, USEFUL if u else NOISY)
            for (s, docs, origin), u in zip(sets, useful)]
     counts = {"sets": len(out), "useful": sum(x.label == USEFUL for x in out), "noisy": sum(x.label == NOISY for x in out)}
-    if balance and counts["useful"] and counts["noisy"]:
-        rng = random.Random(seed)
-        n = min(counts["useful"], counts["noisy"])
-        pools = {lab: [x for x in out if x.label == lab] for lab in (USEFUL, NOISY)}
-        out = [x for lab in (USEFUL, NOISY) for x in sorted(rng.sample(pools[lab], n), key=lambda x: x.sample_id)]
-        rng.shuffle(out)
+    if balance:
+        out = _balanced_pairs(out, random.Random(seed))
     counts.update(kept_useful=sum(x.label == USEFUL for x in out), kept_noisy=sum(x.label == NOISY for x in out))
     return out, counts
+
+
+def _balanced_pairs(sets: list[LabelledSet], rng: random.Random) -> list[LabelledSet]:
+    """As many useful as noisy sets, in (useful, noisy) pairs; pairs for the same query come first.
+
+    A pair differs only in the kind the prompt asks for, so a batch that holds both teaches the simulator
+    what the word "useful" or "noisy" changes; sft_train keeps this order."""
+    by_sample: dict[str, dict[str, list[LabelledSet]]] = {}
+    for x in sets:
+        by_sample.setdefault(x.sample_id, {USEFUL: [], NOISY: []})[x.label].append(x)
+    same, rest_u, rest_n = [], [], []
+    for groups in by_sample.values():
+        u, n = groups[USEFUL], groups[NOISY]
+        if u and n:
+            same.append((u[0], n[0]))
+            u, n = u[1:], n[1:]
+        rest_u += u
+        rest_n += n
+    rng.shuffle(same)
+    rng.shuffle(rest_u)
+    rng.shuffle(rest_n)
+    pairs = same + list(zip(rest_u, rest_n))
+    return [x for pair in pairs for x in pair]
 
 
 def sft_record(x: LabelledSet, *, words: int = 30) -> dict[str, Any]:

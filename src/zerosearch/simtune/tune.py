@@ -12,7 +12,6 @@ from typing import Any, Sequence
 
 from ..data.qa import read_jsonl
 from ..llm.local import render_chat
-from ..train.freeze import train_top_layers
 from ..train.sft import SFTConfig, TokenizedExample, sft_train
 
 # Learning rates that worked per model size; the paper used 1e-6 for 3B-14B simulators.
@@ -38,7 +37,6 @@ def tune_simulator(
     out_dir: str | Path,
     *,
     sft: SFTConfig,
-    trainable_layers: int = 0,
     model=None,
     tokenizer=None,
 ) -> dict[str, Any]:
@@ -50,10 +48,7 @@ def tune_simulator(
     if model is None:
         model, tokenizer = load_causal_lm(model_name)
     examples = [tokenize_chat(tokenizer, r["messages"]) for r in rows]
-    n_trainable = train_top_layers(model, trainable_layers)
     summary = sft_train(model, tokenizer, examples, out_dir, sft)
-    train_top_layers(model, 0)
-    summary["trainable_parameters"] = n_trainable
     summary["base_model"] = model_name
     out = Path(out_dir)
     (out / "simtune.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "model"}, indent=2))

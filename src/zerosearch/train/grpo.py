@@ -53,6 +53,7 @@ class RLConfig:
     save_steps: int = 0  # 0 = only at the end
     bf16: bool = False  # bfloat16 autocast for the policy update (fast on CPUs with AVX512-BF16)
     gradient_checkpointing: bool = False
+    trainable_layers: int = 0  # 0 = all; n = only the top n decoder blocks (a CPU speed knob)
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -295,7 +296,6 @@ def train_policy(
     rl: RLConfig,
     curriculum: CurriculumConfig | None = None,
     resume: bool = False,
-    trainable_layers: int = 0,
     model=None,
     tokenizer=None,
 ) -> dict[str, Any]:
@@ -319,7 +319,7 @@ def train_policy(
     if model is None:
         model, tokenizer = load_causal_lm(policy)
     model.train()
-    n_trainable = train_top_layers(model, trainable_layers)
+    n_trainable = train_top_layers(model, rl.trainable_layers)
     curriculum = curriculum or CurriculumConfig()
     ckpt_dir = out / "checkpoints"
     last_ckpt = None

@@ -27,6 +27,7 @@ class SFTConfig:
     lora_r: int = 0  # 0 = full fine-tune; > 0 = LoRA adapters of this rank (merged into the saved model)
     lora_alpha: int = 32
     max_length: int | None = None
+    trainable_layers: int = 0  # 0 = all; n = only the top n decoder blocks (a CPU speed knob)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.learning_rate <= 0:
@@ -56,6 +57,7 @@ def sft_train(
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
+    from .freeze import train_top_layers
     from .trl_compat import compact_lm_head_on_cpu
 
     if not examples:
@@ -88,6 +90,8 @@ def sft_train(
         seed=cfg.seed,
         data_seed=cfg.seed,
         disable_tqdm=True,
+        # examples come in the order the caller chose (seeded shuffles, simulator pairs kept together)
+        train_sampling_strategy="sequential",
         gradient_checkpointing=False,
         dataset_num_proc=None,
     )
@@ -98,6 +102,7 @@ def sft_train(
             if logs and "loss" in logs:
                 losses.append({"step": state.global_step, "loss": float(logs["loss"])})
 
+    n_trainable = train_top_layers(model, cfg.trainable_layers)
     model.train()
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=peft_config,
@@ -109,6 +114,7 @@ def sft_train(
     trained = trainer.model
     if peft_config is not None:
         trained = trained.merge_and_unload()
+    train_top_layers(trained, 0)
     trained.eval()
     model_dir = out / "model"
     trained.save_pretrained(model_dir)
@@ -117,6 +123,7 @@ def sft_train(
         "examples": len(examples),
         "tokens": sum(len(e.input_ids) for e in examples),
         "trained_tokens": sum(sum(e.loss_mask) for e in examples),
+        "trainable_parameters": n_trainable,
         "seconds": seconds,
         "losses": losses,
         "config": asdict(cfg),

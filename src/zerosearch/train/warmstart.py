@@ -9,7 +9,6 @@ from typing import Any, Sequence
 from ..agent.demos import build_demonstrations
 from ..data.qa import QAExample, atomic_write_text
 from ..engines.base import SearchEngine
-from .freeze import train_top_layers
 from .sft import SFTConfig, TokenizedExample, sft_train
 
 
@@ -23,7 +22,7 @@ def warmstart(
     n_demos: int = 64,
     topk: int = 3,
     max_obs_tokens: int = 256,
-    trainable_layers: int = 0,
+    require_facts: bool = True,
     model=None,
     tokenizer=None,
 ) -> dict[str, Any]:
@@ -38,7 +37,7 @@ def warmstart(
         model, tokenizer = load_causal_lm(policy)
     # Build more than needed: demonstrations whose documents miss a needed fact are dropped.
     pool = list(examples)[: max(n_demos * 2, n_demos + 16)]
-    demos, counts = build_demonstrations(pool, engine, topk=topk, seed=sft.seed)
+    demos, counts = build_demonstrations(pool, engine, topk=topk, seed=sft.seed, require_facts=require_facts)
     demos = demos[:n_demos]
     if not demos:
         raise RuntimeError(f"no usable demonstrations from {len(pool)} questions ({counts}); is the engine working?")
@@ -46,11 +45,8 @@ def warmstart(
         json.dumps({"question": d.question, "golden_answers": d.golden_answers, "text": d.text,
                     "searches": d.searches}, ensure_ascii=False) + "\n" for d in demos))
     tokenized = [TokenizedExample(*d.tokenize(tokenizer, max_obs_tokens)) for d in demos]
-    n_trainable = train_top_layers(model, trainable_layers)
     summary = sft_train(model, tokenizer, tokenized, out, sft)
-    train_top_layers(model, 0)
-    summary.update(demos=len(demos), demo_counts=counts, trainable_parameters=n_trainable,
-                   engine=engine.describe(), real_searches=counts["searches"] if engine.real else 0)
+    summary.update(demos=len(demos), demo_counts=counts, engine=engine.describe(), real_searches=counts["searches"] if engine.real else 0)
     model_out = summary.pop("model")
     atomic_write_text(out / "warmstart.json", json.dumps(summary, indent=2))
     return {**summary, "model": model_out}

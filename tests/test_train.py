@@ -136,3 +136,19 @@ def test_grpo_wiring_learns_a_trivial_search_task(tmp_path):
     after = _success_rate(model.eval(), tok, eval_qs, engine, seed=1)
     print("success rate before", before, "after", after)
     assert after >= before + 0.25, (before, after)
+
+
+def test_bf16_sampling_twin_follows_the_trained_weights(tiny_model, tiny_tokenizer):
+    qs = _questions(2)
+    fn = SearchRollout(RecordingEngine(), RolloutConfig(max_turns=1, max_new_tokens=4, bf16=True), qs, None)
+    twin, cfg = fn._generation_model(tiny_model)
+    assert next(twin.parameters()).dtype == torch.bfloat16 and cfg.bf16 is False
+    with torch.no_grad():
+        next(tiny_model.parameters()).add_(1.0)
+    twin2, _ = fn._generation_model(tiny_model)
+    assert twin2 is twin
+    assert torch.allclose(next(twin.parameters()).float(), next(tiny_model.parameters()), atol=0.05)
+    prompts = [protocol.chat_prompt(q.question) for q in qs]
+    out = fn(prompts, _Trainer(tiny_model, tiny_tokenizer, 0, 1))
+    assert len(out["completion_ids"]) == 2
+    assert next(tiny_model.parameters()).dtype == torch.float32  # the trained model itself is untouched

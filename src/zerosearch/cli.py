@@ -205,6 +205,18 @@ def _override_engine(cfg, engine, corpus, url, sim_model, sim_url, sim_style, to
     cfg.rollout.topk = e.topk
 
 
+def _prepare_run(cfg, policy: Optional[str], train_data: Optional[str]):
+    """Questions, engine and policy model of a warm-start or training run (flags win over the config)."""
+    cfg.policy = policy or cfg.policy
+    cfg.train_data = train_data or cfg.train_data
+    if not cfg.train_data:
+        _fail("give the training questions with --train-data (or train_data: in the config)")
+    examples = _load_data(cfg.train_data, cfg.train_split, cfg.train_limit)
+    eng = _build(cfg.engine)
+    model, tok = _load_policy(cfg.policy)
+    return examples, eng, model, tok
+
+
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML run settings (see configs/).")
 OptEngine = typer.Option(None, "--engine", "-e", help=f"Search engine: {', '.join(ENGINE_KINDS)}.")
 OptTopk = typer.Option(None, "--topk", "-k", min=1, max=50, help="Documents per search.")
@@ -233,22 +245,15 @@ def warmstart(
 
     cfg = _run_config(config)
     _override_engine(cfg, engine, corpus, url, sim_model, sim_url, sim_style, topk)
-    cfg.policy = policy or cfg.policy
-    cfg.train_data = train_data or cfg.train_data
-    if not cfg.train_data:
-        _fail("give the training questions with --train-data (or train_data: in the config)")
     if demos:
         cfg.warmstart.demos = demos
     if steps:
         cfg.warmstart.sft.steps = steps
-    examples = _load_data(cfg.train_data, cfg.train_split, cfg.train_limit)
-    eng = _build(cfg.engine)
-    model, tok = _load_policy(cfg.policy)
+    examples, eng, model, tok = _prepare_run(cfg, policy, train_data)
     with console.status(f"warm start: {cfg.warmstart.demos} demonstrations, {cfg.warmstart.sft.steps} SFT steps…"):
         summary = run(cfg.policy, eng, examples, out, sft=cfg.warmstart.sft, n_demos=cfg.warmstart.demos,
                       topk=cfg.engine.topk, max_obs_tokens=cfg.rollout.max_obs_tokens,
-                      require_facts=cfg.warmstart.require_facts,
-                      model=model, tokenizer=tok)
+                      require_facts=cfg.warmstart.require_facts, model=model, tokenizer=tok)
     console.print(f"warm start done in {summary['seconds']:.0f} s: {summary['demos']} demonstrations, final loss "
                   f"{summary['losses'][-1]['loss']:.3f}; model in {summary['model_dir']}")
 
@@ -275,27 +280,20 @@ def train(
 
     cfg = _run_config(config)
     _override_engine(cfg, engine, corpus, url, sim_model, sim_url, sim_style, topk)
-    cfg.policy = policy or cfg.policy
-    cfg.train_data = train_data or cfg.train_data
     if algorithm:
         cfg.rl.algorithm = algorithm
     if steps:
         cfg.rl.steps = steps
-    if not cfg.train_data:
-        _fail("give the training questions with --train-data (or train_data: in the config)")
     try:
         cfg.rl.__post_init__()
     except ValueError as e:
         _fail(str(e))
-    examples = _load_data(cfg.train_data, cfg.train_split, cfg.train_limit)
-    eng = _build(cfg.engine)
-    model, tok = _load_policy(cfg.policy)
+    examples, eng, model, tok = _prepare_run(cfg, policy, train_data)
     console.print(f"training {cfg.policy} with {cfg.rl.algorithm} against the {cfg.engine.kind} engine for "
                   f"{cfg.rl.steps} steps ({cfg.rl.questions_per_step} questions x {cfg.rl.num_generations} rollouts)")
     try:
         summary = train_policy(cfg.policy, eng, examples, out, rollout_cfg=cfg.rollout, rl=cfg.rl,
-                               curriculum=cfg.curriculum, resume=resume,
-                               model=model, tokenizer=tok)
+                               curriculum=cfg.curriculum, resume=resume, model=model, tokenizer=tok)
     except FileNotFoundError as e:
         _fail(str(e))
     console.print(f"done: {summary['steps']} steps in {summary['seconds']:.0f} s, {summary['real_searches']} searches "

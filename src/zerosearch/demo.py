@@ -31,6 +31,9 @@ class DemoSettings:
     eval_questions: int = 100  # held-out test questions, the same for every method
     rl_questions: int = 400  # training questions the RL runs draw from (disjoint from the warm start's)
     baseline_model: str = "smollm2-135m"  # the untrained model behind `direct`, `rag` and the prompt-only simulator
+    # Question kinds the demo trains and evaluates on. A simulator knows the final answer it is given, not the
+    # bridge entity of a two-hop question; a 135M one tuned for minutes cannot have learned the world's bridges.
+    hops: tuple[int, ...] = (1, 2)
     # simulation tuning: real searches collected on training questions outside the RL pool
     simtune_label: str = "contains"
     simtune_steps: int = 30
@@ -50,6 +53,8 @@ class Demo:
 def load_demo_config(path: str | Path) -> Demo:
     data = yaml.safe_load(Path(path).read_text()) or {}
     section = data.pop("demo", {}) or {}
+    if "hops" in section:
+        section["hops"] = tuple(section["hops"])
     return Demo(run_config_from_dict(data), DemoSettings(**section))
 
 
@@ -116,9 +121,10 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None 
     with log.stage("world"):
         world = build_world(seed=ds.world_seed, n_entities=ds.entities)
         paths = write_world(world, out / "world")
-        eval_q = world.test[: ds.eval_questions]
+        train_q = [q for q in world.train if q.metadata["hops"] in ds.hops]
+        eval_q = [q for q in world.test if q.metadata["hops"] in ds.hops][: ds.eval_questions]
         # RL draws from its own training questions; the simulator's data and the warm start use the others.
-        rl_q, side_q = world.train[: ds.rl_questions], world.train[ds.rl_questions :]
+        rl_q, side_q = train_q[: ds.rl_questions], train_q[ds.rl_questions :]
         real = EngineConfig(kind="bm25", corpus=str(paths["corpus"]), topk=k).build()
 
     policy, base_model = run.policy, ds.baseline_model
@@ -177,7 +183,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None 
 
     eval_cfg = RolloutConfig(max_turns=run.rollout.max_turns, max_new_tokens=run.rollout.max_new_tokens,
                              topk=k, temperature=0.0, max_obs_tokens=run.rollout.max_obs_tokens,
-                             batch_size=max(run.rollout.batch_size, 50), bf16=run.rollout.bf16)
+                             batch_size=len(eval_q), bf16=run.rollout.bf16)  # one batch: fewest decode steps
     methods = [
         ("direct (no search)", "direct", base_model, 0, 0),
         ("rag (one retrieval)", "rag", base_model, 0, 0),

@@ -8,6 +8,7 @@ read from `trainer.state.global_step / max_steps` on every rollout and handed to
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -138,6 +139,22 @@ class SearchRollout:
         self.ledger = StepLedger()
         self.last: dict[str, float] = {}
         self.log_path = Path(log_path) if log_path else None
+        self._twin = None
+
+    def _generation_model(self, model):
+        """With bf16 on a CPU, sample from a bfloat16 twin refreshed from the trained weights every step:
+        autocast would re-cast every weight at every decoding step. TRL recomputes the log-probs it trains on
+        from the fp32 model, so the twin only changes how fast trajectories are sampled."""
+        if not self.cfg.bf16 or next(model.parameters()).device.type != "cpu":
+            return model, self.cfg
+        if self._twin is None:
+            import copy
+
+            self._twin = copy.deepcopy(model).to(torch.bfloat16).eval()
+        with torch.no_grad():
+            for dst, src in zip(self._twin.parameters(), model.parameters()):
+                dst.copy_(src)
+        return self._twin, dataclasses.replace(self.cfg, bf16=False)
 
     def noise_at(self, step: int, total: int) -> float | None:
         return None if self.schedule is None else self.schedule(step, total)
@@ -153,12 +170,13 @@ class SearchRollout:
         p = self.noise_at(step, total)
         model = trainer.accelerator.unwrap_model(trainer.model)
         tokenizer = trainer.processing_class
-        was_training = model.training
-        model.eval()
         t0 = time.perf_counter()
-        trajs = rollout(model, tokenizer, examples, self.engine, self.cfg, noise=p, generator=self.generator)
+        gen_model, cfg = self._generation_model(model)
+        was_training = gen_model.training
+        gen_model.eval()
+        trajs = rollout(gen_model, tokenizer, examples, self.engine, cfg, noise=p, generator=self.generator)
         if was_training:
-            model.train()
+            gen_model.train()
         scores = [score_answer(t.answer, ex.golden_answers) for t, ex in zip(trajs, examples)]
         self.last = self.ledger.add(trajs)
         self.last.update(noise_p=p if p is not None else 0.0, rollout_seconds=time.perf_counter() - t0)
@@ -300,9 +318,7 @@ def train_policy(
     tokenizer=None,
 ) -> dict[str, Any]:
     """RL-train `policy` against `engine`; write the policy, metrics.jsonl, summary.json and plots to out_dir."""
-    import os as _os
-
-    _os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from transformers import set_seed
 
     from ..llm.local import load_causal_lm

@@ -1,0 +1,107 @@
+"""Batched multi-turn rollout vs the sequential loop of the original `inference.py`, side by side.
+
+Same model, questions, engine (BM25 over the world), greedy decoding, turn limit and per-turn token budget.
+The sequential loop answers one question at a time the way ZeroSearch's and Search-R1's inference scripts
+do: `model.generate` until `</search>` or `</answer>`, search, append the documents to the text, re-tokenise
+the whole context and generate again. Ours decodes every question of the batch together with one KV cache.
+
+    python benchmarks/rollout.py --model tiny
+    python benchmarks/rollout.py --model smollm2-135m --policy runs/demo/warmstart/model --questions 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from zerosearch import protocol
+from zerosearch.agent.rollout import RolloutConfig, RolloutStats, rollout
+from zerosearch.data.world import build_world
+from zerosearch.engines.base import SearchRequest
+from zerosearch.engines.bm25 import BM25Engine
+from zerosearch.llm.local import load_causal_lm, render_chat
+
+
+class StopOnTags(StoppingCriteria):
+    def __init__(self, tokenizer, start: int) -> None:
+        self.tokenizer, self.start = tokenizer, start
+
+    def __call__(self, input_ids, scores, **kw) -> bool:
+        text = self.tokenizer.decode(input_ids[0, self.start :], skip_special_tokens=True)
+        return any(s in text for s in protocol.STOP_STRINGS)
+
+
+@torch.no_grad()
+def sequential(model, tok, questions, engine, cfg: RolloutConfig) -> tuple[int, float]:
+    """One question at a time, re-tokenising the growing context every turn. Returns (tokens, seconds)."""
+    generated, t0 = 0, time.perf_counter()
+    for q in questions:
+        context = render_chat(tok, protocol.chat_prompt(q.question))
+        for turn in range(cfg.max_turns + 1):
+            ids = tok(context, return_tensors="pt", add_special_tokens=False).input_ids
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=cfg.max_new_tokens,
+                                     do_sample=False, stopping_criteria=StoppingCriteriaList([StopOnTags(tok, ids.shape[1])]),
+                                     pad_token_id=tok.pad_token_id)
+            new = out[0, ids.shape[1] :]
+            generated += len(new)
+            text = protocol.cut_at_stop(tok.decode(new, skip_special_tokens=True))
+            context += text
+            action = protocol.parse_action(text)
+            if action.kind == "answer" or turn == cfg.max_turns:
+                break
+            if action.kind == "search":
+                res = engine.search([SearchRequest(action.content, q.question, q.golden_answers)], topk=cfg.topk)[0]
+                context += protocol.observation(res.docs_text())
+            else:
+                context += protocol.INVALID_ACTION
+    return generated, time.perf_counter() - t0
+
+
+def batched(model, tok, questions, engine, cfg: RolloutConfig) -> tuple[int, float]:
+    stats = RolloutStats()
+    t0 = time.perf_counter()
+    rollout(model, tok, questions, engine, cfg, stats=stats)
+    return stats.generated_tokens, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="tiny", help="'tiny' (random, built here) or a model name/folder")
+    ap.add_argument("--policy", default=None, help="a trained policy folder (defaults to --model)")
+    ap.add_argument("--questions", type=int, default=32)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--max-turns", type=int, default=2)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    world = build_world(seed=7)
+    engine = BM25Engine(world.corpus)
+    questions = world.test[: args.questions]
+    if args.model == "tiny":
+        from zerosearch.llm.tiny import build_tiny_model, build_tiny_tokenizer
+
+        tok = build_tiny_tokenizer([r["contents"] for r in world.corpus])
+        model = build_tiny_model(tok)
+        bf16 = False
+    else:
+        model, tok = load_causal_lm(args.policy or args.model)
+        bf16 = True
+    cfg = RolloutConfig(max_turns=args.max_turns, max_new_tokens=args.max_new_tokens, temperature=0.0,
+                        batch_size=len(questions), bf16=bf16)
+    print(f"model {args.policy or args.model}, {len(questions)} questions, {args.max_turns} search turns + answer turn, "
+          f"{args.max_new_tokens} tokens per turn, greedy, torch threads {torch.get_num_threads()}")
+    results = {}
+    for name, fn in (("sequential (inference.py style)", sequential), ("batched (zerosearch)", batched)):
+        tokens, seconds = fn(model, tok, questions, engine, cfg)
+        results[name] = (tokens, seconds)
+        print(f"{name:34s} {tokens:7d} tokens in {seconds:7.1f} s: {tokens / seconds:8.1f} tokens/s, "
+              f"{len(questions) / seconds:6.2f} questions/s")
+    (t_seq, s_seq), (t_bat, s_bat) = results.values()
+    print(f"ratio (batched / sequential): {(t_bat / s_bat) / (t_seq / s_seq):.1f}x tokens/s, {s_seq / s_bat:.1f}x questions/s")
+
+
+if __name__ == "__main__":
+    main()

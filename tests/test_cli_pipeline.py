@@ -1,0 +1,57 @@
+"""warmstart → train → eval → ask through the command line, on a tiny model and a fresh world."""
+
+import json
+
+import yaml
+from typer.testing import CliRunner
+
+from zerosearch.cli import app
+
+runner = CliRunner()
+
+
+def _invoke(args):
+    r = runner.invoke(app, [str(a) for a in args])
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def test_pipeline_on_a_world_seed_the_code_never_used(tmp_path):
+    from zerosearch.llm.tiny import save_tiny
+
+    w = tmp_path / "world"
+    _invoke(["world", "--out", w, "--seed", 90417, "--entities", 40])
+    corpus = [json.loads(line)["contents"] for line in (w / "corpus.jsonl").read_text().splitlines()]
+    policy = save_tiny(tmp_path / "tiny", corpus)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "engine": {"kind": "bm25", "corpus": str(w / "corpus.jsonl"), "topk": 2},
+        "rollout": {"max_turns": 1, "max_new_tokens": 8, "topk": 2},
+        "rl": {"steps": 1, "questions_per_step": 2, "num_generations": 2},
+        "warmstart": {"demos": 4, "sft": {"steps": 1, "batch_size": 2}},
+    }))
+    _invoke(["warmstart", "--config", config, "--policy", policy, "--train-data", w, "--out", tmp_path / "ws"])
+    assert (tmp_path / "ws" / "model" / "config.json").exists()
+    _invoke(["train", "--config", config, "--policy", tmp_path / "ws" / "model", "--train-data", w,
+             "--out", tmp_path / "rl"])
+    assert (tmp_path / "rl" / "policy" / "config.json").exists()
+    summary = json.loads((tmp_path / "rl" / "summary.json").read_text())
+    assert summary["steps"] == 1 and summary["engine"]["engine"] == "bm25"
+
+    n_test = len((w / "test.jsonl").read_text().splitlines())
+    _invoke(["eval", "--policy", tmp_path / "rl" / "policy", "--data", w, "--engine", "bm25", "--corpus",
+             w / "corpus.jsonl", "--out", tmp_path / "eval", "--max-new-tokens", 8])
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["n"] == n_test and len((tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()) == n_test
+    _invoke(["eval", "--baseline", "rag", "--policy", policy, "--data", w, "--limit", 5, "--engine", "bm25",
+             "--corpus", w / "corpus.jsonl", "--out", tmp_path / "rag"])
+    assert json.loads((tmp_path / "rag" / "report.json").read_text())["searches_per_question"] == 1.0
+
+    out = _invoke(["ask", "Who founded the Nothing Society?", "--policy", policy, "--engine", "bm25", "--corpus",
+                   w / "corpus.jsonl", "--max-new-tokens", 6, "--max-turns", 1])
+    assert "turn 1" in out and "answer:" in out
+
+
+def test_eval_needs_a_policy_or_a_baseline(tmp_path):
+    r = runner.invoke(app, ["eval", "--data", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "--policy" in r.output

@@ -6,7 +6,11 @@ do: `model.generate` until `</search>` or `</answer>`, search, append the docume
 the whole context and generate again. Ours decodes every question of the batch together with one KV cache.
 
     python benchmarks/rollout.py --model tiny
-    python benchmarks/rollout.py --model smollm2-135m --policy runs/demo/warmstart/model --questions 32
+    python benchmarks/rollout.py --model smollm2-135m --questions 32
+    python benchmarks/rollout.py --model smollm2-135m --policy runs/demo/warmstart/model  # a warm-started policy
+
+Real models run in bfloat16 weights by default, as training samples from its bfloat16 twin; both loops use
+the same weights, so the ratio compares the loops and not the number formats.
 """
 
 from __future__ import annotations
@@ -35,17 +39,16 @@ class StopOnTags(StoppingCriteria):
 
 
 @torch.no_grad()
-def sequential(model, tok, questions, engine, cfg: RolloutConfig) -> tuple[int, float]:
-    """One question at a time, re-tokenising the growing context every turn. Returns (tokens, seconds)."""
-    generated, t0 = 0, time.perf_counter()
+def sequential(model, tok, questions, engine, cfg: RolloutConfig) -> tuple[int, float, int]:
+    """One question at a time, re-tokenising the growing context every turn. Returns (tokens, seconds, searches)."""
+    generated, searches, t0 = 0, 0, time.perf_counter()
     for q in questions:
         context = render_chat(tok, protocol.chat_prompt(q.question))
         for turn in range(cfg.max_turns + 1):
             ids = tok(context, return_tensors="pt", add_special_tokens=False).input_ids
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=cfg.max_new_tokens,
-                                     do_sample=False, stopping_criteria=StoppingCriteriaList([StopOnTags(tok, ids.shape[1])]),
-                                     pad_token_id=tok.pad_token_id)
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=cfg.max_new_tokens,
+                                 do_sample=False, stopping_criteria=StoppingCriteriaList([StopOnTags(tok, ids.shape[1])]),
+                                 pad_token_id=tok.pad_token_id)
             new = out[0, ids.shape[1] :]
             generated += len(new)
             text = protocol.cut_at_stop(tok.decode(new, skip_special_tokens=True))
@@ -55,17 +58,18 @@ def sequential(model, tok, questions, engine, cfg: RolloutConfig) -> tuple[int, 
                 break
             if action.kind == "search":
                 res = engine.search([SearchRequest(action.content, q.question, q.golden_answers)], topk=cfg.topk)[0]
+                searches += 1
                 context += protocol.observation(res.docs_text())
             else:
                 context += protocol.INVALID_ACTION
-    return generated, time.perf_counter() - t0
+    return generated, time.perf_counter() - t0, searches
 
 
-def batched(model, tok, questions, engine, cfg: RolloutConfig) -> tuple[int, float]:
+def batched(model, tok, questions, engine, cfg: RolloutConfig) -> tuple[int, float, int]:
     stats = RolloutStats()
     t0 = time.perf_counter()
-    rollout(model, tok, questions, engine, cfg, stats=stats)
-    return stats.generated_tokens, time.perf_counter() - t0
+    trajs = rollout(model, tok, questions, engine, cfg, stats=stats)
+    return stats.generated_tokens, time.perf_counter() - t0, sum(t.n_searches for t in trajs)
 
 
 def main() -> None:
@@ -75,7 +79,11 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--max-turns", type=int, default=2)
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="bfloat16", help="weights of a real model")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     world = build_world(seed=7)
     engine = BM25Engine(world.corpus)
@@ -85,20 +93,20 @@ def main() -> None:
 
         tok = build_tiny_tokenizer([r["contents"] for r in world.corpus])
         model = build_tiny_model(tok)
-        bf16 = False
     else:
-        model, tok = load_causal_lm(args.policy or args.model)
-        bf16 = True
+        model, tok = load_causal_lm(args.policy or args.model, dtype=args.dtype)
     cfg = RolloutConfig(max_turns=args.max_turns, max_new_tokens=args.max_new_tokens, temperature=0.0,
-                        batch_size=len(questions), bf16=bf16)
-    print(f"model {args.policy or args.model}, {len(questions)} questions, {args.max_turns} search turns + answer turn, "
-          f"{args.max_new_tokens} tokens per turn, greedy, torch threads {torch.get_num_threads()}")
+                        batch_size=len(questions), bf16=False)
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    print(f"model {args.policy or args.model} ({dtype}), {len(questions)} questions, {args.max_turns} search turns + "
+          f"answer turn, {args.max_new_tokens} tokens per turn, greedy, BM25 engine, torch threads "
+          f"{torch.get_num_threads()}")
     results = {}
     for name, fn in (("sequential (inference.py style)", sequential), ("batched (zerosearch)", batched)):
-        tokens, seconds = fn(model, tok, questions, engine, cfg)
+        tokens, seconds, searches = fn(model, tok, questions, engine, cfg)
         results[name] = (tokens, seconds)
         print(f"{name:34s} {tokens:7d} tokens in {seconds:7.1f} s: {tokens / seconds:8.1f} tokens/s, "
-              f"{len(questions) / seconds:6.2f} questions/s")
+              f"{len(questions) / seconds:6.2f} questions/s, {searches} searches", flush=True)
     (t_seq, s_seq), (t_bat, s_bat) = results.values()
     print(f"ratio (batched / sequential): {(t_bat / s_bat) / (t_seq / s_seq):.1f}x tokens/s, {s_seq / s_bat:.1f}x questions/s")
 

@@ -9,6 +9,14 @@ import pytest
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The tiny models' matrix products are far too small to split between threads, and on a shared machine every
+# parallel region waits a scheduler tick for a descheduled thread (a 4x64 linear: 8 ms on 2 threads, 0.05 ms
+# on one). Set before torch is imported, so that subprocesses (served engines, killed runs) inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)  # torch may have been imported before this file (by a plugin)
 
 from zerosearch.data.world import build_world  # noqa: E402
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest, SearchResult  # noqa: E402

@@ -22,6 +22,9 @@ class ScriptCache(DynamicCache):
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         self.rows = [self.rows[i] for i in indices.tolist()]
 
+    def batch_repeat_interleave(self, repeats: int) -> None:  # a shared prompt prefix, copied to every row
+        self.rows = [{**row, "seen": list(row["seen"])} for row in self.rows for _ in range(repeats)]
+
 
 class ScriptedLM(torch.nn.Module):
     def __init__(self, tokenizer, scripts: dict[str, list[str]]) -> None:
@@ -33,12 +36,12 @@ class ScriptedLM(torch.nn.Module):
         self.generation_config = SimpleNamespace(eos_token_id=tokenizer.eos_token_id)
         self.fed: list[list[int]] = []  # every real chunk fed, for the tests
 
-    def _script_for(self, prompt_ids: list[int]) -> list[list[int]]:
+    def _script_for(self, prompt_ids: list[int]) -> list[list[int]] | None:
         text = self.tok.decode(prompt_ids)
         for q, turns in self.scripts.items():
             if q in text:
                 return turns
-        raise KeyError(f"no script for prompt {text[-80:]!r}")
+        return None
 
     def forward(self, input_ids, attention_mask, position_ids=None, cache=None, use_cache=True, logits_to_keep=1, **kw):
         if not isinstance(cache, ScriptCache):
@@ -49,10 +52,18 @@ class ScriptedLM(torch.nn.Module):
         for i in range(input_ids.shape[0]):
             real = input_ids[i][chunk_mask[i] == 1].tolist()
             if i >= len(cache.rows):
-                cache.rows.append({"script": self._script_for(real), "t": 0, "j": 0, "last": None})
+                cache.rows.append({"script": None, "seen": [], "chunks": 0, "t": 0, "j": 0, "last": None})
             st = cache.rows[i]
             if not real:  # a hole: this row is not generating now; its logits are not used
                 continue
+            if st["script"] is None:  # the prompt may come in two chunks: a shared prefix, then the rest
+                st["seen"] += real
+                st["chunks"] += 1
+                st["script"] = self._script_for(st["seen"])
+                if st["script"] is None:
+                    if st["chunks"] > 1:
+                        raise KeyError(f"no script for prompt {self.tok.decode(st['seen'])[-80:]!r}")
+                    continue
             self.fed.append(real)
             echo = len(real) == 1 and real[0] == st["last"]
             turns = st["script"]

@@ -121,3 +121,20 @@ def test_engine_failure_is_visible_not_silent(tiny_tokenizer):
     assert t.searches[0].error == "timed out"
     env = tok.decode([i for i, m in zip(t.completion_ids, t.env_mask) if m == 0])
     assert "Search failed: timed out" in env
+
+
+def test_shared_prompt_prefix_is_computed_once(tiny_model, tiny_tokenizer, recording_engine):
+    from zerosearch.agent.rollout import shared_prefix_length
+
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
+    assert shared_prefix_length([[5, 6], [5, 6]]) == 2 and shared_prefix_length([[1], [2]]) == 0
+    widths = []
+    forward = tiny_model.forward
+    tiny_model.forward = lambda *a, **kw: widths.append(tuple(kw["input_ids"].shape)) or forward(*a, **kw)
+    exs = [_ex(i, f"question {i}") for i in range(4)]
+    rollout(tiny_model, tiny_tokenizer, exs, recording_engine, RolloutConfig(max_turns=0, max_new_tokens=2))
+    prompts = [prompt_ids(tiny_tokenizer, ex.question) for ex in exs]
+    shared = shared_prefix_length(prompts)
+    assert shared >= 16  # the instruction
+    assert widths[0] == (1, shared)  # the common prefix once, for one row
+    assert widths[1] == (4, max(len(p) for p in prompts) - shared)  # then only each row's own tokens

@@ -1,6 +1,8 @@
 """`zerosearch serve` as a user runs it: a real process on a loopback port, spoken to like Search-R1 does."""
 
+import asyncio
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -23,8 +25,10 @@ def bm25_server(tmp_path):
     world = build_world(seed=7, n_entities=300)
     paths = write_world(world, tmp_path / "w")
     port = _free_port()
+    # --batch: the coalescing path (on by default only for simulated engines) under the tests below
     proc = subprocess.Popen([sys.executable, "-m", "zerosearch.cli", "serve", "--engine", "bm25", "--corpus",
-                             str(paths["corpus"]), "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             str(paths["corpus"]), "--port", str(port), "--batch", "--batch-wait-ms", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -34,7 +38,7 @@ def bm25_server(tmp_path):
             except httpx.HTTPError:
                 time.sleep(0.1)
         else:
-            raise RuntimeError(proc.stdout.read().decode() if proc.poll() is not None else "server did not start")
+            raise RuntimeError(proc.stderr.read().decode() if proc.poll() is not None else "server did not start")
         yield url, world
     finally:
         proc.terminate()
@@ -75,3 +79,31 @@ def test_twenty_malformed_requests_get_4xx_and_the_server_stays_up(bm25_server):
         assert 400 <= r.status_code < 500, (body[:40], r.status_code, r.text)
         assert r.json()  # a clear JSON message
     assert httpx.get(f"{url}/health").json()["status"] == "ok"
+
+
+def test_2000_requests_from_32_concurrent_clients_all_succeed(bm25_server):
+    url, world = bm25_server
+    queries = [q.question for q in world.test[:50]]
+    # the answer each query must get, from one request; any mix-up between concurrent clients shows
+    expected = httpx.post(f"{url}/retrieve", json={"queries": queries, "topk": 2}, timeout=30).json()["result"]
+    statuses, wrong = {}, []
+
+    async def client(c: int, http: httpx.AsyncClient) -> None:
+        for i in range(c, 2000, 32):
+            q = i % len(queries)
+            r = await http.post("/retrieve", json={"queries": [queries[q]], "topk": 2})
+            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+            if r.status_code == 200 and r.json()["result"] != [expected[q]]:
+                wrong.append(i)
+
+    async def main() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=32)) as http:
+            await asyncio.gather(*(client(c, http) for c in range(32)))
+
+    asyncio.run(main())
+    assert statuses == {200: 2000}
+    assert wrong == []
+    metrics = httpx.get(f"{url}/metrics").text
+    assert 'zerosearch_requests_total{endpoint="/retrieve",code="200"} 2001' in metrics
+    batches = int(re.search(r"^zerosearch_engine_batches_total (\d+)$", metrics, re.MULTILINE).group(1))
+    assert batches < 2000  # concurrent requests shared engine calls

@@ -181,6 +181,19 @@ BAD = [
     ("noise list wrong length", {"queries": ["a", "b"], "noise": [0.1]}, 400),
     ("noise list bad entry", {"queries": ["a", "b"], "noise": [0.1, "loud"]}, 400),
     ("body over 1 MB", {"queries": ["q"], "pad": "x" * (1 << 20)}, 413),
+    # hostile: inputs that are valid JSON to a lenient parser but would crash or mislead a later stage
+    ("lone surrogate in query", b'{"queries": ["\\ud800 paris"]}', 400),
+    ("lone surrogate in question", b'{"queries": ["q"], "questions": ["\\udfff"]}', 400),
+    ("lone surrogate in answer", b'{"queries": ["q"], "golden_answers": [["ok", "\\ud83d"]]}', 400),
+    ("nested 100k deep", b'{"queries": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400),
+    ("NaN noise", b'{"queries": ["q"], "noise": NaN}', 400),
+    ("Infinity topk", b'{"queries": ["q"], "topk": Infinity}', 400),
+    ("5000-digit topk", b'{"queries": ["q"], "topk": ' + b"9" * 5000 + b"}", 400),
+    ("overflowing float noise", b'{"queries": ["q"], "noise": 1e400}', 400),
+    ("invalid utf-8", b'{"queries": ["\xff\xfe"]}', 400),
+    ("duplicate key overrides queries", b'{"queries": ["q"], "queries": 5}', 400),
+    ("answers nested a level too deep", {"queries": ["q"], "golden_answers": [[["x"]]]}, 400),
+    ("queries an object", {"queries": {"0": "q"}}, 400),
 ]
 
 
@@ -191,6 +204,17 @@ def test_bad_input_is_rejected_and_server_stays_up(client, body, status):
     assert r.status_code == status, r.text
     assert isinstance(r.json()["error"], str) and r.json()["error"]
     assert client.get("/health").json()["status"] == "ok"
+    assert client.post("/retrieve", json={"queries": ["Berlin"]}).status_code == 200
+
+
+def test_enough_hostile_inputs_are_covered():
+    assert len(BAD) >= 30
+
+
+def test_wrong_method_or_path_is_4xx(client):
+    assert client.get("/retrieve").status_code == 405
+    assert client.put("/retrieve", content=b"{}").status_code == 405
+    assert client.post("/search", json={"queries": ["q"]}).status_code == 404
     assert client.post("/retrieve", json={"queries": ["Berlin"]}).status_code == 200
 
 
@@ -220,6 +244,27 @@ def test_per_request_errors_pass_through_meta():
         meta = c.post("/retrieve", json={"queries": ["a", "b"]}).json()["meta"]
         assert [m["error"] for m in meta] == [None, "quota exceeded"]
         assert "zerosearch_result_errors_total 1" in c.get("/metrics").text
+
+
+class DeadBackendEngine(SearchEngine):
+    """A simulated engine whose generator is down: every result carries an error and no documents."""
+
+    name = "simulated"
+    real = False
+
+    def search(self, requests, topk=None):
+        return [SearchResult(r.query, [], self.name, False, kind="useful", error="connection refused")
+                for r in requests]
+
+
+def test_every_query_failed_is_an_error_status_not_empty_results():
+    with TestClient(create_app(DeadBackendEngine())) as c:
+        r = c.post("/retrieve", json={"queries": ["a", "b"]})
+        assert r.status_code == 502
+        body = r.json()
+        assert "failed for every query: connection refused" in body["error"]
+        assert [m["error"] for m in body["meta"]] == ["connection refused"] * 2
+        assert "zerosearch_result_errors_total 2" in c.get("/metrics").text
 
 
 def test_metrics_exposition(client):

@@ -86,6 +86,51 @@ def test_resume_continues_the_step_count_and_schedule(tiny_tokenizer, tmp_path):
     assert rows[2]["noise_p"] == pytest.approx(sched(2, 4)) and rows[3]["noise_p"] == pytest.approx(sched(3, 4))
 
 
+def test_run_killed_after_a_checkpoint_resumes_with_the_same_steps_and_noise_schedule(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from . import killable_training
+
+    root = Path(__file__).resolve().parents[1]
+    # killed while step 4 runs: step 3 is logged but its checkpoint (every 2 steps) was never written
+    proc = subprocess.Popen([sys.executable, "-m", "tests.killable_training", str(tmp_path), "--stall-at", "3"],
+                            cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "stalled").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the run never reached step 4"
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    run = tmp_path / "run"
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("checkpoint")) == ["checkpoint-2"]
+
+    summary = killable_training.run(tmp_path, resume=True)
+    assert summary["steps"] == killable_training.STEPS
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]  # step 3 was run again, and logged once
+    sched = NoiseSchedule(0.0, 0.5)
+    assert [r["noise_p"] for r in rows] == pytest.approx([sched(s, 4) for s in range(4)])
+    rollout_steps = [json.loads(x)["step"] for x in (run / "rollouts.jsonl").read_text().splitlines()]
+    assert sorted(set(rollout_steps)) == [0, 1, 2, 3] and rollout_steps == sorted(rollout_steps)
+
+
+def test_resume_drops_rows_after_the_checkpoint_and_a_cut_line(tmp_path):
+    from zerosearch.train.grpo import keep_rows_until
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4, "lo')
+    keep_rows_until(path, 2)
+    assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tiny_model, tiny_tokenizer, tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train_policy("tiny", RecordingEngine(), _questions(4), tmp_path, rollout_cfg=RolloutConfig(),

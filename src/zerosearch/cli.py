@@ -153,13 +153,26 @@ def serve(
     token: Optional[str] = typer.Option(
         None, "--token", envvar="ZEROSEARCH_TOKEN", help="Require 'Authorization: Bearer TOKEN' (env ZEROSEARCH_TOKEN)."
     ),
+    batch: Optional[bool] = typer.Option(
+        None, "--batch/--no-batch", help="Coalesce concurrent requests into one engine call (default: on for simulated)."
+    ),
+    max_batch: int = typer.Option(32, "--max-batch", help="Most queries per coalesced engine call."),
+    batch_wait_ms: float = typer.Option(10.0, "--batch-wait-ms", help="How long a request waits for others to join it."),
+    request_timeout: float = typer.Option(300.0, "--request-timeout", help="Seconds before a request fails with 504."),
 ) -> None:
     """Run a Search-R1 compatible POST /retrieve server in front of any engine."""
     from .server import serve as run
 
+    if max_batch < 1 or batch_wait_ms < 0 or request_timeout <= 0:
+        _fail("need --max-batch >= 1, --batch-wait-ms >= 0 and --request-timeout > 0")
     cfg = engine_config(engine, corpus, url, topk, sim_model, sim_url, sim_style, noise=_noise(noise))
+    # A simulated engine generates a batch for about the cost of one request; real engines gain little.
+    batching = cfg.kind == "simulated" if batch is None else batch
+    if batching:  # a coalesced batch is one generation of the local simulator, not several
+        cfg.sim_batch_size = max(cfg.sim_batch_size, max_batch)
     eng = _build(cfg)
-    run(eng, host=host, port=port, token=token, default_topk=topk)
+    run(eng, host=host, port=port, token=token, default_topk=topk, batching=batching, max_batch=max_batch,
+        max_wait=batch_wait_ms / 1000, timeout=request_timeout)
 
 
 def _load_policy(policy: str):
@@ -564,6 +577,30 @@ def simtune_check(
     md = report_markdown(reports)
     atomic_write_text(out / "report.md", md)
     console.print(md, markup=False, highlight=False)
+
+
+export_app = typer.Typer(help="Write training data for other training systems.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("verl")
+def export_verl(
+    data: str = typer.Option(..., "--data", "-d", help="Questions: world folder, FlashRAG jsonl, Search-R1 parquet, hf:…; comma-separated for several."),
+    out: Path = typer.Option(..., "--out", "-o", help="The parquet file to write (e.g. train.parquet)."),
+    split: str = typer.Option("train", "--split", help="Split for folders and hub datasets; also stored in extra_info."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="First N questions of each dataset."),
+    agent_name: str = typer.Option("zerosearch_agent", "--agent-name", help="The agent loop verl runs for these rows."),
+) -> None:
+    """Write rows verl's RLHFDataset reads (prompt, data_source, reward_model, agent_name, extra_info)."""
+    from .integrations.verl.export import verl_rows, write_parquet
+
+    examples = _load_data(data, split, limit)
+    try:
+        path = write_parquet(verl_rows(examples, split=split, agent_name=agent_name), out)
+    except ValueError as e:
+        _fail(str(e))
+    sources = sorted({ex.source for ex in examples})
+    console.print(f"{len(examples)} rows ({', '.join(sources)}) for agent loop {agent_name!r} in {path}")
 
 
 def main() -> None:  # pragma: no cover

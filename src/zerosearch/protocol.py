@@ -39,6 +39,7 @@ INVALID_ACTION = (
 
 _ACTION_RE = re.compile(r"<(search|answer)>(.*?)</\1>", re.DOTALL)
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_INFORMATION_RE = re.compile(r"<information>.*?(?:</information>|$)", re.DOTALL)
 
 
 def normalise_question(question: str) -> str:
@@ -82,6 +83,13 @@ def extract_answer(response: str) -> str | None:
     """The last <answer> in the RESPONSE (never the prompt, whose example contains one). None if absent."""
     found = _ANSWER_RE.findall(response)
     return found[-1].strip() if found else None
+
+
+def strip_observations(response: str) -> str:
+    """The response without its <information> blocks, for scoring a decoded trajectory that includes the
+    environment's text: a document that happens to contain `<answer>…</answer>` must not become the answer.
+    An unclosed block (a response cut by its length budget) is dropped to the end."""
+    return _INFORMATION_RE.sub("", response)
 
 
 def format_documents(docs: Sequence[tuple[str, str]]) -> str:

@@ -4,6 +4,9 @@ Search-R1 clients send `{"queries": [...], "topk": k, "return_scores": bool}` an
 engines also need each query's own question, gold answers and noise decision, so those travel as optional
 lists aligned with `queries`; a top-level `meta` list (ignored by Search-R1 clients) tells our RemoteEngine
 which results were simulated.
+
+With a BatchingEngine (what `zerosearch serve` builds for simulated engines), concurrent requests are
+answered by one batched engine call and wait for it without holding a thread; each has a timeout (504).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from .engines.base import NOISY, USEFUL, SearchEngine, SearchRequest, SearchResult
+from .engines.batching import BatchingEngine
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ class Metrics:
         self.results: Counter[str] = Counter()
         self.queries = 0
         self.engine_failures = 0
+        self.engine_timeouts = 0
         self.result_errors = 0
         self.buckets = [0] * len(LATENCY_BUCKETS)
         self.latency_sum = 0.0
@@ -70,11 +75,12 @@ class Metrics:
                 self.results[r.kind or ("real" if r.real else "other")] += 1
                 self.result_errors += r.error is not None
 
-    def engine_failed(self) -> None:
+    def engine_failed(self, timeout: bool = False) -> None:
         with self.lock:
             self.engine_failures += 1
+            self.engine_timeouts += timeout
 
-    def render(self) -> str:
+    def render(self, batching: Counter[str] | None = None) -> str:
         with self.lock:
             out = ["# HELP zerosearch_requests_total HTTP requests by endpoint and status code.",
                    "# TYPE zerosearch_requests_total counter"]
@@ -96,12 +102,22 @@ class Metrics:
                     "# HELP zerosearch_engine_failures_total Engine calls that raised.",
                     "# TYPE zerosearch_engine_failures_total counter",
                     f"zerosearch_engine_failures_total {self.engine_failures}",
+                    "# HELP zerosearch_engine_timeouts_total Requests that got no answer from the engine in time.",
+                    "# TYPE zerosearch_engine_timeouts_total counter",
+                    f"zerosearch_engine_timeouts_total {self.engine_timeouts}",
                     "# HELP zerosearch_retrieve_seconds Latency of /retrieve requests.",
                     "# TYPE zerosearch_retrieve_seconds histogram"]
             out += [f'zerosearch_retrieve_seconds_bucket{{le="{b}"}} {n}' for b, n in zip(LATENCY_BUCKETS, self.buckets)]
             out += [f'zerosearch_retrieve_seconds_bucket{{le="+Inf"}} {self.latency_count}',
                     f"zerosearch_retrieve_seconds_sum {self.latency_sum}",
                     f"zerosearch_retrieve_seconds_count {self.latency_count}"]
+        if batching is not None:
+            out += ["# HELP zerosearch_engine_batches_total Engine calls made for coalesced requests.",
+                    "# TYPE zerosearch_engine_batches_total counter",
+                    f"zerosearch_engine_batches_total {batching['batches']}",
+                    "# HELP zerosearch_engine_batched_queries_total Queries answered by those calls.",
+                    "# TYPE zerosearch_engine_batched_queries_total counter",
+                    f"zerosearch_engine_batched_queries_total {batching['queries']}"]
         return "\n".join(out) + "\n"
 
 
@@ -132,10 +148,19 @@ def _aligned(body: dict, key: str, n: int, check, broadcast: bool) -> list:
     return [check(v, f"{key}[{i}]") for i, v in enumerate(value)]
 
 
+def _check_text(v: str, where: str) -> str:
+    """JSON can smuggle lone surrogates ("\\ud800") that are not text: tokenizers and UTF-8 output choke on them."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{where} is not valid Unicode text (lone surrogate)") from None
+    return v
+
+
 def _check_question(v: Any, where: str) -> str | None:
     if v is not None and not isinstance(v, str):
         raise BadRequest(f"{where} must be a string or null")
-    return v
+    return v if v is None else _check_text(v, where)
 
 
 def _check_answers(v: Any, where: str) -> tuple[str, ...]:
@@ -143,7 +168,7 @@ def _check_answers(v: Any, where: str) -> tuple[str, ...]:
         return ()
     if not isinstance(v, list) or not all(isinstance(a, str) for a in v):
         raise BadRequest(f"{where} must be a list of strings")
-    return tuple(v)
+    return tuple(_check_text(a, f"{where}[{i}]") for i, a in enumerate(v))
 
 
 def _check_noise(v: Any, where: str) -> str | float | None:
@@ -170,6 +195,7 @@ def parse_retrieve(body: Any, *, max_queries: int, max_query_chars: int, max_top
             raise BadRequest(f"queries[{i}] is empty")
         if len(q) > max_query_chars:
             raise BadRequest(f"queries[{i}] is longer than {max_query_chars} characters")
+        _check_text(q, f"queries[{i}]")
     topk = body.get("topk")
     if topk is None:
         topk = default_topk
@@ -226,6 +252,7 @@ def create_app(engine: SearchEngine, *, token: str | None = None, max_queries: i
     app = FastAPI(title="zerosearch retrieval server", docs_url=None, redoc_url=None, openapi_url=None)
     metrics = Metrics()
     engine_lock = threading.Lock()  # engines are not thread-safe (some wrap a local model)
+    batching = engine if isinstance(engine, BatchingEngine) else None  # coalesces requests; has its own worker
     expected = f"Bearer {token}".encode() if token else None
     app.state.metrics = metrics
     app.state.engine = engine
@@ -261,7 +288,8 @@ def create_app(engine: SearchEngine, *, token: str | None = None, max_queries: i
     async def get_metrics(request: Request) -> Response:
         if not authorised(request):
             return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+        stats = None if batching is None else batching.stats
+        return PlainTextResponse(metrics.render(stats), media_type="text/plain; version=0.0.4")
 
     @app.post("/retrieve")
     async def retrieve(request: Request) -> Response:
@@ -279,25 +307,51 @@ def create_app(engine: SearchEngine, *, token: str | None = None, max_queries: i
         except BadRequest as e:
             return _error(e.status, str(e))
         try:
-            results = await run_in_threadpool(run_engine, requests, topk)
+            if batching is not None:
+                results = await batching.asearch(requests, topk)
+            else:
+                results = await run_in_threadpool(run_engine, requests, topk)
             if len(results) != len(requests):
                 raise RuntimeError(f"engine returned {len(results)} results for {len(requests)} queries")
+        except TimeoutError as e:
+            metrics.engine_failed(timeout=True)
+            log.warning("engine %s timed out: %s", engine.name, e)
+            return _error(504, f"engine {engine.name} timed out: {e}")
         except Exception as e:
             metrics.engine_failed()
             log.warning("engine %s failed: %s", engine.name, e)
             return _error(502, f"engine {engine.name} failed: {type(e).__name__}: {e}")
         metrics.observe_results(results)
+        failed = [r.error for r in results if r.error is not None]
+        if failed:  # counted and logged, never silent (ZeroSearch bug B13)
+            log.warning("%d of %d queries failed in engine %s: %s", len(failed), len(results), engine.name, failed[0])
+        if failed and len(failed) == len(results) and not any(r.documents for r in results):
+            # Nothing to return: a Search-R1 client reading only `result` would see empty lists and feed the
+            # policy "no information"; an error status makes it retry or stop instead.
+            body = {"error": f"engine {engine.name} failed for every query: {failed[0]}", **_render(results, with_scores)}
+            return JSONResponse(body, status_code=502)
         return JSONResponse(_render(results, with_scores))
 
     return app
 
 
-def serve(engine: SearchEngine, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+def serve(engine: SearchEngine, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, *,
+          batching: bool = False, max_batch: int = 32, max_wait: float = 0.01, timeout: float = 300.0,
           **limits: Any) -> None:
+    """Serve `engine`; with `batching`, concurrent requests are coalesced into one engine call (see
+    engines/batching.py) of at most `max_batch` queries, gathered for at most `max_wait` seconds."""
     import uvicorn
 
+    if batching:
+        engine = BatchingEngine(engine, max_batch=max_batch, max_wait=max_wait, timeout=timeout)
     app = create_app(engine, token=token, **limits)
     logging.basicConfig(level=logging.INFO)
-    log.info("zerosearch retrieval server: engine=%s real=%s on http://%s:%d/retrieve (token %s)",
-             engine.name, engine.real, host, port, "required" if token else "off")
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    log.info("zerosearch retrieval server: engine=%s real=%s on http://%s:%d/retrieve (token %s, batching %s)",
+             engine.name, engine.real, host, port, "required" if token else "off",
+             f"up to {max_batch} queries / {max_wait * 1000:g} ms" if batching else "off")
+    try:
+        # Keep idle connections longer than clients do (httpx: 5 s, uvicorn's default is also 5 s): a client
+        # that reuses a connection the server is closing at that moment gets a reset instead of an answer.
+        uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=75)
+    finally:
+        engine.close()

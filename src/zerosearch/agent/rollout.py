@@ -124,6 +124,14 @@ class _Batch:
         self.pos = self.pos + mask.sum(1)
         return out.logits[:, -1, :].float()
 
+    @torch.no_grad()
+    def feed_shared(self, ids: list[int], n: int) -> None:
+        """Feed a prefix common to all n rows once, then copy its cache to every row (prefix sharing)."""
+        self.feed([ids])
+        self.cache.batch_repeat_interleave(n)
+        self.attn = self.attn.repeat(n, 1)
+        self.pos = self.pos.repeat(n)
+
     def keep(self, rows: list[int]) -> None:
         idx = torch.tensor(rows, dtype=torch.long, device=self.device)
         self.cache.batch_select_indices(idx)
@@ -159,6 +167,29 @@ def observation_ids(tokenizer, docs_text: str, max_tokens: int) -> list[int]:
     if len(inner) > max_tokens:
         docs_text = tokenizer.decode(inner[:max_tokens], skip_special_tokens=True) + " …"
     return tokenizer(protocol.observation(docs_text), add_special_tokens=False).input_ids
+
+
+def stop_length(tokenizer, ids: Sequence[int]) -> int:
+    """Length of the shortest prefix of `ids` whose text holds a </search> or </answer> (len(ids) if none).
+
+    For engines that return a whole turn at once (verl's servers): the ids are cut right after the token
+    that completes the first stop string, as this module's own decoding loop stops there. Containing a
+    stop string is monotone in the prefix length, so a binary search needs O(log n) decodes.
+    """
+    def has_stop(n: int) -> bool:
+        text = tokenizer.decode(list(ids[:n]), skip_special_tokens=True)
+        return any(s in text for s in protocol.STOP_STRINGS)
+
+    if not ids or not has_stop(len(ids)):
+        return len(ids)
+    lo, hi = 1, len(ids)  # has_stop(hi) holds; find the smallest such n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if has_stop(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 @dataclass
@@ -204,7 +235,7 @@ def _rollout_batch(model, tokenizer, examples, engine, cfg, noise, generator, st
     trajs = [Trajectory(offset + i, prompt_fn(ex)) for i, ex in enumerate(examples)]
     batch = _Batch(model, pad, cfg.bf16)
     rows = list(range(len(trajs)))  # trajectory index of each batch row
-    logits = batch.feed([t.prompt_ids for t in trajs])
+    logits = _feed_prompts(batch, [t.prompt_ids for t in trajs])
 
     for turn in range(1, cfg.max_turns + 2):
         final = turn == cfg.max_turns + 1
@@ -264,7 +295,7 @@ def _rollout_batch(model, tokenizer, examples, engine, cfg, noise, generator, st
                 searchers.append(r)
             else:
                 traj.invalid_actions += 1
-                pending[r] += _invalid_ids(tokenizer)
+                pending[r] += invalid_action_ids(tokenizer)
         if requests:
             if engine is None:
                 raise ValueError("the policy searched but no engine was given")
@@ -298,10 +329,35 @@ def _rollout_batch(model, tokenizer, examples, engine, cfg, noise, generator, st
     return trajs
 
 
+# Below this many shared tokens, a separate pass for the prefix costs more than it saves.
+MIN_SHARED_PREFIX = 16
+
+
+def shared_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest prefix common to every sequence."""
+    first, n = seqs[0], min(len(s) for s in seqs)
+    for i in range(n):
+        if any(s[i] != first[i] for s in seqs):
+            return i
+    return n
+
+
+def _feed_prompts(batch: _Batch, prompts: list[list[int]]) -> torch.Tensor:
+    """Prefill the prompts. Every prompt starts with the same instruction (and a GRPO group repeats the
+    whole prompt), so the common prefix is computed once and its cache shared: on a CPU, where prefill is
+    compute-bound, this removes most of the prefill. Each row keeps >= 1 own token, to get its own logits."""
+    shared = min(shared_prefix_length(prompts), min(len(p) for p in prompts) - 1)
+    if len(prompts) < 2 or shared < MIN_SHARED_PREFIX:
+        return batch.feed(prompts)
+    batch.feed_shared(prompts[0][:shared], len(prompts))
+    return batch.feed([p[shared:] for p in prompts])
+
+
 _INVALID_CACHE: dict[int, list[int]] = {}
 
 
-def _invalid_ids(tokenizer) -> list[int]:
+def invalid_action_ids(tokenizer) -> list[int]:
+    """Token ids of the environment's reply to a turn with no valid action."""
     key = id(tokenizer)
     if key not in _INVALID_CACHE:
         _INVALID_CACHE[key] = tokenizer(protocol.INVALID_ACTION, add_special_tokens=False).input_ids

@@ -13,6 +13,7 @@ import json
 import os
 import time
 from collections import Counter
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -135,7 +136,9 @@ class SearchRollout:
         self.cfg = rollout_cfg
         self.schedule = schedule if not engine.real else None
         self.by_prompt = {protocol.instruction(ex.question): ex for ex in examples}
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
+        self._seeded = False
         self.ledger = StepLedger()
         self.last: dict[str, float] = {}
         self.log_path = Path(log_path) if log_path else None
@@ -156,6 +159,24 @@ class SearchRollout:
                 dst.copy_(src)
         return self._twin, dataclasses.replace(self.cfg, bf16=False)
 
+    @contextmanager
+    def _policy(self, trainer):
+        """The policy with all its weights on this process: gathered under DeepSpeed ZeRO-3, summoned under
+        FSDP (as TRL does for its own generation), merely unwrapped on one device or under DDP."""
+        accelerator = trainer.accelerator
+        if str(getattr(accelerator, "distributed_type", "")).split(".")[-1] not in ("DEEPSPEED", "FSDP"):
+            yield accelerator.unwrap_model(trainer.model)  # DDP replicas and single devices hold every weight
+            return
+        from trl.models import unwrap_model_for_generation
+
+        with unwrap_model_for_generation(
+            trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
+            gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
+        ) as model:
+            dist = getattr(trainer, "_dist", None)
+            with dist.summon_full_params(trainer.model_wrapped, recurse=False) if dist is not None else nullcontext():
+                yield model
+
     def noise_at(self, step: int, total: int) -> float | None:
         return None if self.schedule is None else self.schedule(step, total)
 
@@ -168,15 +189,18 @@ class SearchRollout:
             examples.append(self.by_prompt[content])
         step, total = trainer.state.global_step, trainer.state.max_steps
         p = self.noise_at(step, total)
-        model = trainer.accelerator.unwrap_model(trainer.model)
+        if not self._seeded:  # on several GPUs each process samples its own trajectories
+            self.generator.manual_seed(self.seed + getattr(trainer.accelerator, "process_index", 0))
+            self._seeded = True
         tokenizer = trainer.processing_class
         t0 = time.perf_counter()
-        gen_model, cfg = self._generation_model(model)
-        was_training = gen_model.training
-        gen_model.eval()
-        trajs = rollout(gen_model, tokenizer, examples, self.engine, cfg, noise=p, generator=self.generator)
-        if was_training:
-            gen_model.train()
+        with self._policy(trainer) as model:
+            gen_model, cfg = self._generation_model(model)
+            was_training = gen_model.training
+            gen_model.eval()
+            trajs = rollout(gen_model, tokenizer, examples, self.engine, cfg, noise=p, generator=self.generator)
+            if was_training:
+                gen_model.train()
         scores = [score_answer(t.answer, ex.golden_answers) for t, ex in zip(trajs, examples)]
         self.last = self.ledger.add(trajs)
         self.last.update(noise_p=p if p is not None else 0.0, rollout_seconds=time.perf_counter() - t0)
@@ -279,6 +303,21 @@ def search_grpo_trainer_class():
     return SearchGRPOTrainer
 
 
+def keep_rows_until(path: Path, last_step: int) -> None:
+    """Keep the JSON lines of `path` whose "step" is <= last_step; drop the rest and any unreadable line."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= last_step:
+            keep.append(line + "\n")
+    atomic_write_text(path, "".join(keep))
+
+
 class _MetricsLog:
     """Writes one JSON line per optimizer step (TRL's logs + our rollout ledger) to metrics.jsonl."""
 
@@ -293,7 +332,7 @@ class _MetricsLog:
                 outer.t0 = time.perf_counter()
 
             def on_log(self, args, state, control, logs=None, **kw):
-                if not logs or "loss" not in logs:
+                if not logs or "loss" not in logs or not state.is_world_process_zero:  # one writer on several GPUs
                     return
                 row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
                 row.update(outer.rollout_fn.last)
@@ -349,6 +388,11 @@ def train_policy(
     if not resume:
         metrics_path.unlink(missing_ok=True)
         (out / "rollouts.jsonl").unlink(missing_ok=True)
+    else:
+        # Steps after the checkpoint are run again: drop their rows (and a line cut by the kill).
+        done = int(Path(last_ckpt).name.rsplit("-", 1)[-1])
+        keep_rows_until(metrics_path, done)  # "step" = the step the row reports, 1-based
+        keep_rows_until(out / "rollouts.jsonl", done - 1)  # "step" = global_step when the rollout ran
     rollout_fn = SearchRollout(engine, rollout_cfg, examples, curriculum.schedule(), seed=rl.seed,
                                log_path=out / "rollouts.jsonl")
     log = _MetricsLog(metrics_path, rollout_fn)

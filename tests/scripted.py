@@ -3,7 +3,7 @@
 Each row follows the script of its question: it emits the tokens of turn 1, then (if the turn has no stop
 tag) an end-of-message token; after the environment feeds anything longer than the echo of its own last
 token, it moves to the next turn. Its state lives in the cache object, so the rollout's pruning of
-finished rows (cache.batch_select_indices) keeps every row's state aligned.
+finished rows (cache.batch_select_indices) and its setting aside of stopped rows (take_rows/put_rows) keep every row's state aligned.
 """
 
 from __future__ import annotations
@@ -21,6 +21,12 @@ class ScriptCache(DynamicCache):
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         self.rows = [self.rows[i] for i in indices.tolist()]
+
+    def take_rows(self, indices: torch.Tensor) -> list[dict]:  # rows set aside while others decode
+        return [self.rows[i] for i in indices.tolist()]
+
+    def put_rows(self, rows: list[dict], gap: int) -> None:
+        self.rows += rows
 
     def batch_repeat_interleave(self, repeats: int) -> None:  # a shared prompt prefix, copied to every row
         self.rows = [{**row, "seen": list(row["seen"])} for row in self.rows for _ in range(repeats)]

@@ -91,20 +91,24 @@ def test_observation_is_cut_inside_the_tags_and_prompt_is_whole(tiny_tokenizer):
     assert len(tok(env, add_special_tokens=False).input_ids) < 40
 
 
+def _assert_logprobs_equal_a_full_forward(model, trajs):
+    for t in trajs:
+        ids = torch.tensor([t.prompt_ids + t.completion_ids])
+        with torch.no_grad():
+            logits = model(ids).logits[0].float()
+        lp = torch.log_softmax(logits[len(t.prompt_ids) - 1 : -1], -1).gather(
+            -1, torch.tensor(t.completion_ids)[:, None]).squeeze(-1)
+        mask = torch.tensor(t.env_mask).bool()
+        assert torch.allclose(lp[mask], torch.tensor(t.logprobs)[mask], atol=1e-4)
+
+
 def test_cached_logprobs_equal_a_full_forward(tiny_model, tiny_tokenizer, recording_engine):
     """The KV cache with holes reproduces exactly what each row would see alone."""
     tok = tiny_tokenizer
     exs = [_ex(i, f"question {i} " + "pad " * i) for i in range(5)]
     trajs = rollout(tiny_model, tok, exs, recording_engine, RolloutConfig(max_turns=2, max_new_tokens=10, temperature=1.0),
                     generator=torch.Generator().manual_seed(0))
-    for t in trajs:
-        ids = torch.tensor([t.prompt_ids + t.completion_ids])
-        with torch.no_grad():
-            logits = tiny_model(ids).logits[0].float()
-        lp = torch.log_softmax(logits[len(t.prompt_ids) - 1 : -1], -1).gather(
-            -1, torch.tensor(t.completion_ids)[:, None]).squeeze(-1)
-        mask = torch.tensor(t.env_mask).bool()
-        assert torch.allclose(lp[mask], torch.tensor(t.logprobs)[mask], atol=1e-4)
+    _assert_logprobs_equal_a_full_forward(tiny_model, trajs)
 
 
 def test_engine_failure_is_visible_not_silent(tiny_tokenizer):
@@ -124,7 +128,7 @@ def test_engine_failure_is_visible_not_silent(tiny_tokenizer):
 
 
 def test_shared_prompt_prefix_is_computed_once(tiny_model, tiny_tokenizer, recording_engine):
-    from zerosearch.agent.rollout import shared_prefix_length
+    from zerosearch.llm.decoding import shared_prefix_length
 
     assert shared_prefix_length([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
     assert shared_prefix_length([[5, 6], [5, 6]]) == 2 and shared_prefix_length([[1], [2]]) == 0
@@ -138,3 +142,53 @@ def test_shared_prompt_prefix_is_computed_once(tiny_model, tiny_tokenizer, recor
     assert shared >= 16  # the instruction
     assert widths[0] == (1, shared)  # the common prefix once, for one row
     assert widths[1] == (4, max(len(p) for p in prompts) - shared)  # then only each row's own tokens
+
+
+def _count_set_aside(monkeypatch) -> list[int]:
+    from zerosearch.llm.decoding import KVBatch
+
+    taken = []
+    take = KVBatch.take
+    monkeypatch.setattr(KVBatch, "take", lambda self, rows: taken.append(len(rows)) or take(self, rows))
+    return taken
+
+
+def test_rows_that_stop_early_are_set_aside_and_come_back_intact(tiny_tokenizer, monkeypatch):
+    """Rows done with a turn leave the decoding batch (no hole per step for them) and rejoin it after."""
+    tok = tiny_tokenizer
+    long = " ".join(["word"] * 12)
+    scripts, exs = {}, []
+    for i in range(8):
+        q = f"question number {i}"
+        scripts[q] = ([f"<answer> quick {i} </answer>"] if i % 4 else
+                      [f"<search> {long} {i} </search>", f"<answer> late {i} </answer>"])
+        exs.append(_ex(i, q))
+    model = ScriptedLM(tok, scripts)
+    rows_per_call = []
+    forward = model.forward
+    model.forward = lambda *a, **kw: rows_per_call.append(kw["input_ids"].shape[0]) or forward(*a, **kw)
+    taken = _count_set_aside(monkeypatch)
+    engine = RecordingEngine("doc for {query}")
+    trajs = rollout(model, tok, exs, engine, RolloutConfig(max_turns=2, max_new_tokens=40, temperature=0))
+    for i, t in enumerate(trajs):
+        assert t.answer == (f"late {i}" if i % 4 == 0 else f"quick {i}")
+        turn1 = _ids(tok, scripts[f"question number {i}"][0])
+        assert t.completion_ids[: len(turn1)] == turn1 and t.env_mask[: len(turn1)] == [1] * len(turn1)
+    assert [r.query for r in engine.requests] == [f"{long} {i}" for i in (0, 4)]
+    assert taken == [6]  # the six quick rows, once
+    # after that, turn 1 decodes the two searching rows alone, many steps
+    assert rows_per_call.count(2) >= 10
+
+
+def test_setting_rows_aside_keeps_every_rows_logprobs_exact(tiny_model, tiny_tokenizer, recording_engine, monkeypatch):
+    """With many end-of-message tokens, rows stop at random steps and are set aside and put back; each
+    row's cached log-probs still equal a full forward over its own sequence."""
+    tok = tiny_tokenizer
+    tiny_model.generation_config.eos_token_id = list(range(0, len(tok), 9))  # ~11% of tokens end a turn
+    exs = [_ex(i, f"question {i} " + "pad " * (i % 3)) for i in range(12)]
+    taken = _count_set_aside(monkeypatch)
+    trajs = rollout(tiny_model, tok, exs, recording_engine,
+                    RolloutConfig(max_turns=2, max_new_tokens=12, temperature=1.0),
+                    generator=torch.Generator().manual_seed(1))
+    assert len(taken) >= 2  # rows stopped at different steps and were set aside more than once
+    _assert_logprobs_equal_a_full_forward(tiny_model, trajs)

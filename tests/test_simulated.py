@@ -17,8 +17,9 @@ class EchoGenerator(TextGenerator):
         self.prompts = []
         self.reply = reply
 
-    def generate(self, prompts, *, max_new_tokens=256, temperature=0.0, stop=(), seed=None):
+    def generate(self, prompts, *, max_new_tokens=256, temperature=0.0, stop=(), seed=None, banned=None):
         self.prompts.extend(p[-1]["content"] for p in prompts)
+        self.banned = banned
         if self.reply is not None:
             return [Generation(self.reply) if self.reply != "FAIL" else Generation("", error="server down") for _ in prompts]
         out = []
@@ -83,3 +84,35 @@ def test_prompt_style_noisy_prompt_omits_the_answer_and_failures_are_reported():
 def test_bad_settings_raise(kw):
     with pytest.raises(ValueError):
         SimulatedEngine(EchoGenerator(), **kw)
+
+
+def test_answer_guard_bans_the_gold_answers_from_noisy_documents_only():
+    gen = EchoGenerator()
+    gen.enforces_bans = True
+    sim = SimulatedEngine(gen, topk=3)
+    reqs = [SearchRequest("q0", "question 0", ["Ada", "Ada Quill"], noise=NOISY),
+            SearchRequest("q1", "question 1", ["1859"], noise=USEFUL)]
+    res = sim.search(reqs)
+    assert gen.banned == [["Ada", "Ada Quill"], []]
+    assert [r.meta["answer_guard"] for r in res] == [True, False]
+    sim.search([reqs[1]])
+    assert gen.banned is None  # nothing noisy: nothing to ban
+    SimulatedEngine(gen, topk=3, answer_guard=False).search(reqs)
+    assert gen.banned is None
+
+
+def test_the_local_backend_never_writes_a_banned_string(tiny_model, tiny_tokenizer):
+    import re
+
+    from zerosearch.llm.local import TransformersGenerator
+
+    gen = TransformersGenerator(tiny_model, tiny_tokenizer)
+    prompts = [[{"role": "user", "content": f"Query: the city founded in year {i}"}] for i in range(6)]
+    free = gen.generate(prompts, max_new_tokens=24, temperature=1.0, seed=0)
+    # ban the longest word each row wrote freely; with the same seed it would come back
+    bans = [[max(re.findall(r"[A-Za-z]+", g.text), key=len)] for g in free]
+    guarded = gen.generate(prompts, max_new_tokens=24, temperature=1.0, seed=0, banned=bans)
+    for g, (word,) in zip(guarded, bans):
+        assert word.lower() not in re.findall(r"[a-z]+", g.text.lower())
+    again = gen.generate(prompts, max_new_tokens=24, temperature=1.0, seed=0, banned=[[]] * 6)
+    assert [g.text for g in again] == [g.text for g in free]  # an empty ban changes nothing

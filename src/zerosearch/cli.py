@@ -555,6 +555,8 @@ def simtune_check(
     compare: Optional[str] = typer.Option(None, "--compare", help="Also check this model with the prompt-only style."),
     limit: int = typer.Option(100, "--limit", help="Held-out searches to check."),
     topk: int = TopkOpt,
+    answer_guard: bool = typer.Option(True, "--answer-guard/--no-answer-guard",
+                                      help="Ban the gold answers from noisy documents (local backend), as training does."),
 ) -> None:
     """Report a simulator's format validity, controllability (useful vs noisy), fidelity to the real engine and cost."""
     from .data.qa import atomic_write_text
@@ -569,7 +571,9 @@ def simtune_check(
         runs.append(("prompt-only", compare, None, "prompt"))
     reports = {}
     for name, model, url, style in runs:
-        eng = _build(engine_config("simulated", None, None, topk, model, url, style))
+        cfg = engine_config("simulated", None, None, topk, model, url, style)
+        cfg.sim_answer_guard = answer_guard
+        eng = _build(cfg)
         with console.status(f"checking {name} ({model}, {style}) on {len(held)} queries…"):
             result = check_simulator(eng, held, k=topk)
         write_check(result, out, name)

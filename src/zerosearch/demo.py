@@ -92,7 +92,7 @@ def _simulator(model_path: str, style: str, run: RunConfig):
     # A frozen simulator runs in bfloat16: half the memory traffic per generated token.
     gen = TransformersGenerator.from_pretrained(model_path, device=e.device, dtype="bfloat16", batch_size=e.sim_batch_size)
     return SimulatedEngine(gen, style=style, topk=run.rollout.topk, noise=e.noise, temperature=e.sim_temperature,
-                           words=e.sim_words, seed=e.seed)
+                           words=e.sim_words, seed=e.seed, answer_guard=e.sim_answer_guard)
 
 
 def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None = None,

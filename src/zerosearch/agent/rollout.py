@@ -7,9 +7,8 @@ appended as token ids with env mask 0 and fed through the cache, so nothing is r
 token ids trained on are exactly the ids sampled (no decode and re-tokenise). The final turn executes no
 search. Observations are cut inside the <information> tags; the prompt is never cut.
 
-Rows of one batch advance by different amounts; the cache keeps them aligned with "holes": positions
-whose attention mask is 0. Position ids count only real tokens, so each row sees exactly the sequence it
-would see alone.
+The cache mechanics (shared prompt prefix, rows aligned with holes, stopped rows set aside) live in
+`llm.decoding`.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import torch
 
 from .. import protocol
 from ..engines.base import SearchEngine, SearchRequest
+from ..llm.decoding import KVBatch, decode, eos_ids, feed_prompts
 from ..llm.local import render_chat
 
 
@@ -83,77 +83,6 @@ class Trajectory:
         for k in ("prompt_ids", "completion_ids", "env_mask", "logprobs"):
             d.pop(k)
         return d
-
-
-class _Batch:
-    """A KV cache shared by the rows of a batch, fed with ragged chunks left-padded by holes."""
-
-    def __init__(self, model, pad_id: int, bf16: bool) -> None:
-        from transformers import DynamicCache
-
-        self.model = model
-        self.device = next(model.parameters()).device
-        self.pad_id = pad_id
-        self.bf16 = bf16
-        self.cache = DynamicCache()
-        self.attn: torch.Tensor | None = None
-        self.pos: torch.Tensor | None = None  # real tokens fed so far, per row
-
-    @torch.no_grad()
-    def feed(self, chunks: list[list[int]]) -> torch.Tensor:
-        """Feed one chunk per row (may be empty); return the logits after each row's last real token."""
-        n, width = len(chunks), max(len(c) for c in chunks)
-        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        for i, c in enumerate(chunks):
-            if c:
-                ids[i, width - len(c) :] = torch.tensor(c)
-                mask[i, width - len(c) :] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        if self.pos is None:
-            self.pos = torch.zeros(n, dtype=torch.long, device=self.device)
-        # position of each real token = number of real tokens before it in its row
-        positions = (self.pos[:, None] + mask.cumsum(1) - 1).clamp(min=0)
-        self.attn = mask if self.attn is None else torch.cat([self.attn, mask], 1)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            out = self.model(
-                input_ids=ids, attention_mask=self.attn, position_ids=positions, cache=self.cache,
-                use_cache=True, logits_to_keep=1,
-            )
-        self.cache = out.cache
-        self.pos = self.pos + mask.sum(1)
-        return out.logits[:, -1, :].float()
-
-    @torch.no_grad()
-    def feed_shared(self, ids: list[int], n: int) -> None:
-        """Feed a prefix common to all n rows once, then copy its cache to every row (prefix sharing)."""
-        self.feed([ids])
-        self.cache.batch_repeat_interleave(n)
-        self.attn = self.attn.repeat(n, 1)
-        self.pos = self.pos.repeat(n)
-
-    def keep(self, rows: list[int]) -> None:
-        idx = torch.tensor(rows, dtype=torch.long, device=self.device)
-        self.cache.batch_select_indices(idx)
-        self.attn = self.attn[idx]
-        self.pos = self.pos[idx]
-
-
-def _sample(logits: torch.Tensor, temperature: float, generator: torch.Generator | None):
-    if temperature <= 0:
-        logp = torch.log_softmax(logits, -1)
-        tok = logp.argmax(-1)
-    else:
-        logp = torch.log_softmax(logits / temperature, -1)
-        tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
-    return tok.tolist(), logp.gather(-1, tok[:, None]).squeeze(-1).tolist()
-
-
-def eos_ids(model, tokenizer) -> set[int]:
-    ids = {tokenizer.eos_token_id}
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
-    return {i for i in ids if i is not None}
 
 
 def prompt_ids(tokenizer, question: str) -> list[int]:
@@ -233,46 +162,21 @@ def _rollout_batch(model, tokenizer, examples, engine, cfg, noise, generator, st
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stop_ids = eos_ids(model, tokenizer)
     trajs = [Trajectory(offset + i, prompt_fn(ex)) for i, ex in enumerate(examples)]
-    batch = _Batch(model, pad, cfg.bf16)
+    batch = KVBatch(model, pad, cfg.bf16)
     rows = list(range(len(trajs)))  # trajectory index of each batch row
-    logits = _feed_prompts(batch, [t.prompt_ids for t in trajs])
+    logits = feed_prompts(batch, [t.prompt_ids for t in trajs])
 
     for turn in range(1, cfg.max_turns + 2):
         final = turn == cfg.max_turns + 1
         n = len(rows)
-        gen: list[list[int]] = [[] for _ in range(n)]
-        lps: list[list[float]] = [[] for _ in range(n)]
-        reason = [""] * n
-        unfed = [False] * n  # last sampled token not yet in the cache
-        going = list(range(n))
-        for _ in range(cfg.max_new_tokens):
-            toks, logps = _sample(logits, cfg.temperature, generator)
-            feed_next: list[list[int]] = [[] for _ in range(n)]
-            still = []
-            for r in going:
-                t = toks[r]
-                if t in stop_ids:  # end of message without an action: not kept, never fed
-                    reason[r] = "eos"
-                    continue
-                gen[r].append(t)
-                lps[r].append(logps[r])
-                if stats is not None:
-                    stats.generated_tokens += 1
-                text = tokenizer.decode(gen[r], skip_special_tokens=True)
-                if any(s in text for s in protocol.STOP_STRINGS):
-                    reason[r], unfed[r] = "stop", True
-                elif len(gen[r]) >= cfg.max_new_tokens:
-                    reason[r], unfed[r] = "length", True
-                else:
-                    feed_next[r] = [t]
-                    still.append(r)
-            going = still
-            if not going:
-                break
-            logits = batch.feed(feed_next)
+        dec = decode(batch, logits, tokenizer, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                     stop_ids=stop_ids, stop_strings=protocol.STOP_STRINGS, generator=generator)
+        gen, lps = dec.ids, dec.logprobs
+        if stats is not None:
+            stats.generated_tokens += sum(map(len, gen))
 
         # Parse actions, batch the searches of this turn.
-        pending: list[list[int]] = [[gen[r][-1]] if unfed[r] else [] for r in range(n)]
+        pending: list[list[int]] = [[gen[r][-1]] if dec.unfed(r) else [] for r in range(n)]
         requests, searchers = [], []
         done = [False] * n
         for r in range(n):
@@ -281,7 +185,7 @@ def _rollout_batch(model, tokenizer, examples, engine, cfg, noise, generator, st
             text = tokenizer.decode(gen[r], skip_special_tokens=True)
             action = protocol.parse_action(text)
             traj.turns.append({"turn": turn, "text": text, "action": action.kind, "content": action.content,
-                               "stop": reason[r] or "length"})
+                               "stop": dec.reason[r]})
             if action.kind == "answer":
                 traj.answer = action.content
                 done[r] = True
@@ -313,12 +217,13 @@ def _rollout_batch(model, tokenizer, examples, engine, cfg, noise, generator, st
         for r in range(n):
             traj = trajs[rows[r]]
             if not done[r]:
-                traj.add(pending[r][1:] if unfed[r] else pending[r], env=True)
+                traj.add(pending[r][1:] if dec.unfed(r) else pending[r], env=True)
         keep = [r for r in range(n) if not done[r]]
         if not keep:
             break
-        if len(keep) < n:
-            batch.keep(keep)
+        if dec.order != keep:
+            at = {r: j for j, r in enumerate(dec.order)}
+            batch.keep([at[r] for r in keep])
         rows = [rows[r] for r in keep]
         logits = batch.feed([pending[r] for r in keep])
 
@@ -327,30 +232,6 @@ def _rollout_batch(model, tokenizer, examples, engine, cfg, noise, generator, st
     if stats is not None:
         stats.seconds += time.perf_counter() - t_start
     return trajs
-
-
-# Below this many shared tokens, a separate pass for the prefix costs more than it saves.
-MIN_SHARED_PREFIX = 16
-
-
-def shared_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
-    """Length of the longest prefix common to every sequence."""
-    first, n = seqs[0], min(len(s) for s in seqs)
-    for i in range(n):
-        if any(s[i] != first[i] for s in seqs):
-            return i
-    return n
-
-
-def _feed_prompts(batch: _Batch, prompts: list[list[int]]) -> torch.Tensor:
-    """Prefill the prompts. Every prompt starts with the same instruction (and a GRPO group repeats the
-    whole prompt), so the common prefix is computed once and its cache shared: on a CPU, where prefill is
-    compute-bound, this removes most of the prefill. Each row keeps >= 1 own token, to get its own logits."""
-    shared = min(shared_prefix_length(prompts), min(len(p) for p in prompts) - 1)
-    if len(prompts) < 2 or shared < MIN_SHARED_PREFIX:
-        return batch.feed(prompts)
-    batch.feed_shared(prompts[0][:shared], len(prompts))
-    return batch.feed([p[shared:] for p in prompts])
 
 
 _INVALID_CACHE: dict[int, list[int]] = {}

@@ -32,6 +32,7 @@ class EngineConfig:
     sim_temperature: float = 0.8
     sim_words: int = 30
     sim_batch_size: int = 16
+    sim_answer_guard: bool = True  # ban the gold answers from noisy documents (local backend)
     noise: str | float = 0.0  # default P(noisy) (or a forced kind) when a request does not say
     device: str = "cpu"
     dtype: str = "float32"
@@ -77,6 +78,7 @@ class EngineConfig:
                 temperature=self.sim_temperature,
                 words=self.sim_words,
                 seed=self.seed,
+                answer_guard=self.sim_answer_guard,
             )
         raise ValueError(f"unknown engine {self.kind!r}; choose one of {', '.join(ENGINE_KINDS)}")
 

@@ -132,6 +132,7 @@ class SimulatedEngine(SearchEngine):
         max_new_tokens: int | None = None,
         answers: str = "first",
         seed: int = 0,
+        answer_guard: bool = True,
     ) -> None:
         if style not in ("sft", "prompt"):
             raise ValueError(f"simulator style must be 'sft' or 'prompt', not {style!r}")
@@ -146,10 +147,15 @@ class SimulatedEngine(SearchEngine):
         self.words = words
         self.max_new_tokens = max_new_tokens
         self.answers = answers
+        # Noisy documents must not contain the answer (a tuned simulator that sees the answer in its prompt
+        # still copies it at times). With a backend that enforces bans, the gold answers are banned
+        # from noisy outputs while decoding.
+        self.answer_guard = answer_guard
         self._rng = random.Random(seed)
 
     def describe(self) -> dict:
-        return {**super().describe(), "style": self.style, "backend": self.generator.name, "noise": self.noise}
+        return {**super().describe(), "style": self.style, "backend": self.generator.name, "noise": self.noise,
+                "answer_guard": self.answer_guard and self.generator.enforces_bans}
 
     def draw_kind(self, noise: str | float | None) -> str:
         noise = self.noise if noise is None else noise
@@ -188,8 +194,10 @@ class SimulatedEngine(SearchEngine):
         prompts = [[{"role": "user", "content": self.build_prompt(r, kind, k)}] for r, kind in zip(requests, kinds)]
         # ~1.5 tokens per word plus the "Doc i: (Title: …)" scaffolding
         budget = self.max_new_tokens or k * (int(self.words * 1.5) + 16)
+        guard = self.answer_guard and self.generator.enforces_bans and NOISY in kinds
+        banned = [list(r.golden_answers) if kind == NOISY else [] for r, kind in zip(requests, kinds)] if guard else None
         t0 = time.perf_counter()
-        gens = self.generator.generate(prompts, max_new_tokens=budget, temperature=self.temperature)
+        gens = self.generator.generate(prompts, max_new_tokens=budget, temperature=self.temperature, banned=banned)
         per = (time.perf_counter() - t0) / len(requests)
         results = []
         for req, kind, gen in zip(requests, kinds, gens):
@@ -201,6 +209,7 @@ class SimulatedEngine(SearchEngine):
             docs = [Document(f"sim-{key}-{i}", t, x) for i, (t, x) in enumerate(parsed)]
             results.append(
                 SearchResult(req.query, docs, self.name, False, kind=kind, repaired=repaired, seconds=per,
-                             meta={"raw": gen.text, "tokens": gen.n_tokens})
+                             meta={"raw": gen.text, "tokens": gen.n_tokens,
+                                   "answer_guard": bool(guard and kind == NOISY)})
             )
         return results

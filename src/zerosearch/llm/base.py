@@ -28,6 +28,7 @@ class Generation:
 
 class TextGenerator(ABC):
     name: str = "generator"
+    enforces_bans: bool = False  # whether `generate(banned=…)` is enforced while decoding
 
     def __init__(self) -> None:
         # requests, failures, retries, tokens: read by /metrics and the run ledger
@@ -42,8 +43,11 @@ class TextGenerator(ABC):
         temperature: float = 0.0,
         stop: Sequence[str] = (),
         seed: int | None = None,
+        banned: Sequence[Sequence[str]] | None = None,
     ) -> list[Generation]:
-        """One generation per prompt, in order."""
+        """One generation per prompt, in order. `banned[i]`: strings prompt i's output must not contain
+        (compared after SQuAD normalisation), where the backend can enforce it (`enforces_bans`); others
+        ignore it."""
 
     def close(self) -> None:
         pass

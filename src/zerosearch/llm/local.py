@@ -7,7 +7,9 @@ from typing import Sequence
 
 import torch
 
+from ..metrics import normalize_answer
 from .base import Generation, Messages, TextGenerator
+from .decoding import KVBatch, decode, eos_ids, feed_prompts
 from .registry import resolve_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -37,6 +39,7 @@ def render_chat(tokenizer, messages: Messages) -> str:
 
 class TransformersGenerator(TextGenerator):
     name = "local"
+    enforces_bans = True
 
     def __init__(self, model, tokenizer, *, batch_size: int = 16, system_prompt: str | None = None) -> None:
         super().__init__()
@@ -61,6 +64,7 @@ class TransformersGenerator(TextGenerator):
         temperature: float = 0.0,
         stop: Sequence[str] = (),
         seed: int | None = None,
+        banned: Sequence[Sequence[str]] | None = None,
     ) -> list[Generation]:
         if seed is not None:
             torch.manual_seed(seed)
@@ -74,45 +78,34 @@ class TransformersGenerator(TextGenerator):
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            for i, g in zip(idx, self._generate_batch([texts[i] for i in idx], max_new_tokens, temperature, stop)):
+            bans = [[b for b in map(normalize_answer, banned[i]) if b] for i in idx] if banned else None
+            for i, g in zip(idx, self._generate_batch([texts[i] for i in idx], max_new_tokens, temperature, stop, bans)):
                 out[i] = g
         return out  # type: ignore[return-value]
 
     @torch.no_grad()
-    def _generate_batch(self, texts, max_new_tokens, temperature, stop) -> list[Generation]:
+    def _generate_batch(self, texts, max_new_tokens, temperature, stop, banned=None) -> list[Generation]:
         tok = self.tokenizer
         t0 = time.perf_counter()
         self.stats["requests"] += len(texts)
         try:
-            enc = tok(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
-            enc = {k: v.to(self.device) for k, v in enc.items()}
-            sample = temperature > 0
-            gen = self.model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                do_sample=sample,
-                temperature=temperature if sample else None,
-                top_p=None,
-                top_k=None,
-                stop_strings=list(stop) or None,
-                tokenizer=tok if stop else None,
-                pad_token_id=tok.pad_token_id,
-            )
+            # Prompts built from one template share a prefix (system prompt, instruction): it is prefilled
+            # once per batch, and rows that stop early stop costing compute (see llm.decoding).
+            batch = KVBatch(self.model, tok.pad_token_id)
+            logits = feed_prompts(batch, [tok(t, add_special_tokens=False).input_ids for t in texts])
+            out = decode(batch, logits, tok, max_new_tokens=max_new_tokens, temperature=temperature,
+                         stop_ids=eos_ids(self.model, tok), stop_strings=stop, banned=banned,
+                         normalize=normalize_answer)
         except (RuntimeError, ValueError) as e:  # e.g. out of memory: report per prompt, don't kill the caller
             self.stats["failures"] += len(texts)
             return [Generation("", 0, f"{type(e).__name__}: {e}") for _ in texts]
-        new = gen[:, enc["input_ids"].shape[1] :]
         results = []
-        for row in new:
-            ids = row.tolist()
-            n = len(ids)
-            while n and ids[n - 1] == tok.pad_token_id:
-                n -= 1
-            text = tok.decode(ids[:n], skip_special_tokens=True)
+        for ids in out.ids:
+            text = tok.decode(ids, skip_special_tokens=True)
             for s in stop:
                 if (j := text.find(s)) >= 0:
                     text = text[: j + len(s)]
-            results.append(Generation(text, n))
-            self.stats["tokens"] += n
+            results.append(Generation(text, len(ids)))
+            self.stats["tokens"] += len(ids)
         self.stats["seconds"] += time.perf_counter() - t0
         return results

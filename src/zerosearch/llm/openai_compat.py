@@ -80,6 +80,7 @@ class OpenAICompatGenerator(TextGenerator):
         temperature: float = 0.0,
         stop: Sequence[str] = (),
         seed: int | None = None,
+        banned: Sequence[Sequence[str]] | None = None,  # not enforced: the API has no sequence-level ban
     ) -> list[Generation]:
         if not prompts:
             return []

@@ -100,6 +100,8 @@ def report_markdown(reports: dict[str, dict[str, Any]]) -> str:
                     lambda r: f"{r['useful_contains_answer']['contains_target']:.1f} (n={r['useful_contains_answer']['n']})"))
     out.append(line("noisy results containing the answer (%, leak)",
                     lambda r: f"{r['noisy_contains_answer']['contains_target']:.1f} (n={r['noisy_contains_answer']['n']})"))
+    out.append(line("answer guard (gold answers banned from noisy results)",
+                    lambda r: "on" if r["simulator"].get("answer_guard") else "off"))
     out.append(line("useful results containing the hop's target (%, all hops)",
                     lambda r: f"{r['useful_contains_target_all_hops']['contains_target']:.1f}"))
     out.append(line("fidelity: titles shared with the real top-k (%)", lambda r: f"{r['fidelity_title_overlap']:.1f}"))

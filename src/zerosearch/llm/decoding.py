@@ -1,0 +1,231 @@
+"""Batched decoding on a transformers causal LM with one KV cache, shared by the rollout and the local
+text generator.
+
+- Prompts are prefilled once; the prefix that all prompts of a batch share (a chat template's system
+  prompt, an instruction, a simulator template) is computed once and its cache copied to every row. On a
+  CPU, where prefill is compute-bound, this removes most of the prefill.
+- Rows advance by different amounts; the cache keeps them aligned with "holes": positions whose
+  attention mask is 0. Position ids count only real tokens, so each row sees exactly the sequence it
+  would see alone.
+- When half the rows of a batch have stopped, they are set aside (one copy of their cache) and the
+  remaining steps compute only the rows still decoding; they rejoin the batch when decoding ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+# Below this many shared tokens, a separate pass for the prefix costs more than it saves.
+MIN_SHARED_PREFIX = 16
+# Setting rows aside copies their cache; below this many rows it saves too little to pay for the copy.
+MIN_ROWS_TO_SET_ASIDE = 4
+# Tokens masked in one step to avoid a banned string before giving up (a bound, never reached in practice).
+MAX_BAN_RETRIES = 64
+
+
+class RowCache(DynamicCache):
+    """A DynamicCache whose rows can be taken out and put back (after the others, `gap` holes later)."""
+
+    def take_rows(self, idx: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(layer.keys[idx], layer.values[idx]) for layer in self.layers]
+
+    def put_rows(self, rows: list[tuple[torch.Tensor, torch.Tensor]], gap: int) -> None:
+        for layer, (k, v) in zip(self.layers, rows):  # keys/values: [batch, heads, seq, dim]; holes are zeros
+            layer.keys = torch.cat([layer.keys, F.pad(k, (0, 0, 0, gap))])
+            layer.values = torch.cat([layer.values, F.pad(v, (0, 0, 0, gap))])
+
+
+@dataclass
+class TakenRows:
+    """Rows taken out of a KVBatch: their part of the cache, attention mask and positions."""
+
+    cache: Any
+    attn: torch.Tensor
+    pos: torch.Tensor
+
+
+class KVBatch:
+    """A KV cache shared by the rows of a batch, fed with ragged chunks left-padded by holes."""
+
+    def __init__(self, model, pad_id: int, bf16: bool = False) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.pad_id = pad_id
+        self.bf16 = bf16
+        self.cache = RowCache()
+        self.attn: torch.Tensor | None = None
+        self.pos: torch.Tensor | None = None  # real tokens fed so far, per row
+
+    @torch.no_grad()
+    def feed(self, chunks: list[list[int]]) -> torch.Tensor:
+        """Feed one chunk per row (may be empty); return the logits after each row's last real token."""
+        n, width = len(chunks), max(len(c) for c in chunks)
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for i, c in enumerate(chunks):
+            if c:
+                ids[i, width - len(c) :] = torch.tensor(c)
+                mask[i, width - len(c) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        if self.pos is None:
+            self.pos = torch.zeros(n, dtype=torch.long, device=self.device)
+        # position of each real token = number of real tokens before it in its row
+        positions = (self.pos[:, None] + mask.cumsum(1) - 1).clamp(min=0)
+        self.attn = mask if self.attn is None else torch.cat([self.attn, mask], 1)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.model(
+                input_ids=ids, attention_mask=self.attn, position_ids=positions, cache=self.cache,
+                use_cache=True, logits_to_keep=1,
+            )
+        self.cache = out.cache
+        self.pos = self.pos + mask.sum(1)
+        return out.logits[:, -1, :].float()
+
+    @torch.no_grad()
+    def feed_shared(self, ids: list[int], n: int) -> None:
+        """Feed a prefix common to all n rows once, then copy its cache to every row (prefix sharing)."""
+        self.feed([ids])
+        self.cache.batch_repeat_interleave(n)
+        self.attn = self.attn.repeat(n, 1)
+        self.pos = self.pos.repeat(n)
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep the rows at these positions, in this order."""
+        idx = torch.tensor(rows, dtype=torch.long, device=self.device)
+        self.cache.batch_select_indices(idx)
+        self.attn = self.attn[idx]
+        self.pos = self.pos[idx]
+
+    def take(self, rows: list[int]) -> TakenRows:
+        """Take the rows at these positions out of the batch; the others stay, in order."""
+        idx = torch.tensor(rows, dtype=torch.long, device=self.device)
+        taken = TakenRows(self.cache.take_rows(idx), self.attn[idx], self.pos[idx])
+        gone = set(rows)
+        self.keep([i for i in range(self.attn.shape[0]) if i not in gone])
+        return taken
+
+    def put(self, rows: TakenRows) -> None:
+        """Append rows taken earlier after the others; holes fill the steps they sat out."""
+        gap = self.attn.shape[1] - rows.attn.shape[1]
+        self.cache.put_rows(rows.cache, gap)
+        self.attn = torch.cat([self.attn, F.pad(rows.attn, (0, gap))])
+        self.pos = torch.cat([self.pos, rows.pos])
+
+
+def shared_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest prefix common to every sequence."""
+    first, n = seqs[0], min(len(s) for s in seqs)
+    for i in range(n):
+        if any(s[i] != first[i] for s in seqs):
+            return i
+    return n
+
+
+def feed_prompts(batch: KVBatch, prompts: list[list[int]]) -> torch.Tensor:
+    """Prefill the prompts, their common prefix once. Each row keeps >= 1 own token, to get its own logits."""
+    shared = min(shared_prefix_length(prompts), min(len(p) for p in prompts) - 1)
+    if len(prompts) < 2 or shared < MIN_SHARED_PREFIX:
+        return batch.feed(prompts)
+    batch.feed_shared(prompts[0][:shared], len(prompts))
+    return batch.feed([p[shared:] for p in prompts])
+
+
+def sample(logits: torch.Tensor, temperature: float, generator: torch.Generator | None):
+    """One token per row (greedy at temperature 0) and its log-prob under the sampling distribution."""
+    if temperature <= 0:
+        logp = torch.log_softmax(logits, -1)
+        tok = logp.argmax(-1)
+    else:
+        logp = torch.log_softmax(logits / temperature, -1)
+        tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+    return tok.tolist(), logp.gather(-1, tok[:, None]).squeeze(-1).tolist()
+
+
+def eos_ids(model, tokenizer) -> set[int]:
+    ids = {tokenizer.eos_token_id}
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+    return {i for i in ids if i is not None}
+
+
+@dataclass
+class Decoded:
+    ids: list[list[int]]  # sampled tokens per row; an end-of-message token is not kept
+    logprobs: list[list[float]]
+    reason: list[str]  # per row: "eos", "stop" (a stop string) or "length"
+    order: list[int]  # the row at each position of the batch afterwards (rows set aside come back last)
+
+    def unfed(self, row: int) -> bool:
+        """Whether the row's last sampled token is still to be fed to the cache."""
+        return self.reason[row] in ("stop", "length")
+
+
+def decode(
+    batch: KVBatch,
+    logits: torch.Tensor,
+    tokenizer,
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    stop_ids: set[int],
+    stop_strings: Sequence[str] = (),
+    generator: torch.Generator | None = None,
+    banned: Sequence[Sequence[str]] | None = None,
+    normalize: Callable[[str], str] = str.lower,
+) -> Decoded:
+    """Decode every row from `logits` (one row each) until an end-of-message token, a stop string in its
+    text, or max_new_tokens. A row's last token is not fed (the caller feeds it with whatever follows).
+    `banned[row]`: strings the row's text may not contain once normalised (they are given normalised): a
+    sampled token that would complete one is masked and the row samples again."""
+    n = logits.shape[0]
+    gen: list[list[int]] = [[] for _ in range(n)]
+    lps: list[list[float]] = [[] for _ in range(n)]
+    reason = ["length"] * n
+    going = list(range(n))
+    live = list(range(n))  # the rows in the cache, in cache order; rows that stopped may wait outside
+    waiting: list[tuple[list[int], TakenRows]] = []
+    for _ in range(max_new_tokens):
+        toks, logps = sample(logits, temperature, generator)
+        at = {r: j for j, r in enumerate(live)}
+        for r in going if banned else ():
+            j = at[r]
+            # Checked on the text, not on token ids: a string can be written with many tokenisations.
+            for _ in range(MAX_BAN_RETRIES if banned[r] else 0):
+                text = normalize(tokenizer.decode(gen[r] + [toks[j]], skip_special_tokens=True))
+                if not any(b in text for b in banned[r]):
+                    break
+                logits[j, toks[j]] = float("-inf")
+                (toks[j],), (logps[j],) = sample(logits[j : j + 1], temperature, generator)
+        feed_next: list[list[int]] = [[] for _ in live]
+        still = []
+        for r in going:
+            t = toks[at[r]]
+            if t in stop_ids:
+                reason[r] = "eos"
+                continue
+            gen[r].append(t)
+            lps[r].append(logps[at[r]])
+            if stop_strings and any(s in tokenizer.decode(gen[r], skip_special_tokens=True) for s in stop_strings):
+                reason[r] = "stop"
+            elif len(gen[r]) < max_new_tokens:
+                feed_next[at[r]] = [t]
+                still.append(r)
+        going = still
+        if not going:
+            break
+        if len(live) >= MIN_ROWS_TO_SET_ASIDE and len(going) <= len(live) // 2:
+            keep = set(going)
+            stopped = [j for j, r in enumerate(live) if r not in keep]
+            waiting.append(([live[j] for j in stopped], batch.take(stopped)))
+            feed_next = [feed_next[j] for j, r in enumerate(live) if r in keep]
+            live = [r for r in live if r in keep]
+        logits = batch.feed(feed_next)
+    for rows, taken in waiting:
+        batch.put(taken)
+        live += rows
+    return Decoded(gen, lps, reason, live)

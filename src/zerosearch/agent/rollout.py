@@ -21,7 +21,7 @@ import torch
 
 from .. import protocol
 from ..engines.base import SearchEngine, SearchRequest
-from ..llm.decoding import KVBatch, decode, eos_ids, feed_prompts
+from ..llm.decoding import KVBatch, decode, eos_ids, feed_prompts, pad_id
 from ..llm.local import render_chat
 
 
@@ -159,10 +159,9 @@ def rollout(
 
 def _rollout_batch(model, tokenizer, examples, engine, cfg, noise, generator, stats, offset, prompt_fn):
     t_start = time.perf_counter()
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stop_ids = eos_ids(model, tokenizer)
     trajs = [Trajectory(offset + i, prompt_fn(ex)) for i, ex in enumerate(examples)]
-    batch = KVBatch(model, pad, cfg.bf16)
+    batch = KVBatch(model, pad_id(tokenizer), cfg.bf16)
     rows = list(range(len(trajs)))  # trajectory index of each batch row
     logits = feed_prompts(batch, [t.prompt_ids for t in trajs])
 

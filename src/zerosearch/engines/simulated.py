@@ -155,7 +155,12 @@ class SimulatedEngine(SearchEngine):
 
     def describe(self) -> dict:
         return {**super().describe(), "style": self.style, "backend": self.generator.name, "noise": self.noise,
-                "answer_guard": self.answer_guard and self.generator.enforces_bans}
+                "answer_guard": self.guarded}
+
+    @property
+    def guarded(self) -> bool:
+        """Whether noisy outputs are kept free of the answer (the backend must enforce bans)."""
+        return self.answer_guard and self.generator.enforces_bans
 
     def draw_kind(self, noise: str | float | None) -> str:
         noise = self.noise if noise is None else noise
@@ -194,7 +199,7 @@ class SimulatedEngine(SearchEngine):
         prompts = [[{"role": "user", "content": self.build_prompt(r, kind, k)}] for r, kind in zip(requests, kinds)]
         # ~1.5 tokens per word plus the "Doc i: (Title: …)" scaffolding
         budget = self.max_new_tokens or k * (int(self.words * 1.5) + 16)
-        guard = self.answer_guard and self.generator.enforces_bans and NOISY in kinds
+        guard = self.guarded and NOISY in kinds
         banned = [list(r.golden_answers) if kind == NOISY else [] for r, kind in zip(requests, kinds)] if guard else None
         t0 = time.perf_counter()
         gens = self.generator.generate(prompts, max_new_tokens=budget, temperature=self.temperature, banned=banned)

@@ -146,6 +146,11 @@ def sample(logits: torch.Tensor, temperature: float, generator: torch.Generator 
     return tok.tolist(), logp.gather(-1, tok[:, None]).squeeze(-1).tolist()
 
 
+def pad_id(tokenizer) -> int:
+    """The id that fills holes: the pad token, or the end token for tokenizers without one."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def eos_ids(model, tokenizer) -> set[int]:
     ids = {tokenizer.eos_token_id}
     gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -192,15 +197,9 @@ def decode(
     for _ in range(max_new_tokens):
         toks, logps = sample(logits, temperature, generator)
         at = {r: j for j, r in enumerate(live)}
-        for r in going if banned else ():
-            j = at[r]
-            # Checked on the text, not on token ids: a string can be written with many tokenisations.
-            for _ in range(MAX_BAN_RETRIES if banned[r] else 0):
-                text = normalize(tokenizer.decode(gen[r] + [toks[j]], skip_special_tokens=True))
-                if not any(b in text for b in banned[r]):
-                    break
-                logits[j, toks[j]] = float("-inf")
-                (toks[j],), (logps[j],) = sample(logits[j : j + 1], temperature, generator)
+        for r in going:
+            if banned and banned[r]:
+                _avoid_banned(logits, toks, logps, at[r], gen[r], banned[r], tokenizer, normalize, temperature, generator)
         feed_next: list[list[int]] = [[] for _ in live]
         still = []
         for r in going:
@@ -229,3 +228,14 @@ def decode(
         batch.put(taken)
         live += rows
     return Decoded(gen, lps, reason, live)
+
+
+def _avoid_banned(logits, toks, logps, j, written, banned, tokenizer, normalize, temperature, generator) -> None:
+    """Resample row j's token (in place) while it would complete a banned string. Checked on the text, not
+    on token ids: a string can be written with many tokenisations."""
+    for _ in range(MAX_BAN_RETRIES):
+        text = normalize(tokenizer.decode(written + [toks[j]], skip_special_tokens=True))
+        if not any(b in text for b in banned):
+            return
+        logits[j, toks[j]] = float("-inf")
+        (toks[j],), (logps[j],) = sample(logits[j : j + 1], temperature, generator)

@@ -9,7 +9,7 @@ import torch
 
 from ..metrics import normalize_answer
 from .base import Generation, Messages, TextGenerator
-from .decoding import KVBatch, decode, eos_ids, feed_prompts
+from .decoding import KVBatch, decode, eos_ids, feed_prompts, pad_id
 from .registry import resolve_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -91,7 +91,7 @@ class TransformersGenerator(TextGenerator):
         try:
             # Prompts built from one template share a prefix (system prompt, instruction): it is prefilled
             # once per batch, and rows that stop early stop costing compute (see llm.decoding).
-            batch = KVBatch(self.model, tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+            batch = KVBatch(self.model, pad_id(tok))
             logits = feed_prompts(batch, [tok(t, add_special_tokens=False).input_ids for t in texts])
             out = decode(batch, logits, tok, max_new_tokens=max_new_tokens, temperature=temperature,
                          stop_ids=eos_ids(self.model, tok), stop_strings=stop, banned=banned,

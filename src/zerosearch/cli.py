@@ -418,16 +418,16 @@ def demo(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Demo settings (default configs/demo-cpu.yaml)."),
 ) -> None:
     """The paper's comparison on a laptop CPU, offline: RL with a simulated vs a real engine, evaluated with the real one."""
-    from .demo import run_demo
+    from .demo import run_demo, vs_warm_start
 
     result = run_demo(out, quick=quick, config=config, say=lambda m: console.print(m, highlight=False))
     table = Table(title=f"evaluated with the real engine (BM25) on {result['eval_questions']} held-out questions")
-    for col in ("method", "strict EM", "cover EM", "F1", "searches/q", "training searches on a real engine",
-                "real searches to build its simulator"):
+    for col in ("method", "strict EM", "cover EM", "F1", "searches/q", "questions gained / lost vs warm start",
+                "training searches on a real engine", "real searches to build its simulator"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in result["rows"]:
         table.add_row(r["method"], f"{r['strict_em']:.1f}", f"{r['cover_em']:.1f}", f"{r['f1']:.1f}",
-                      f"{r['searches_per_question']:.2f}", str(r["training_real_searches"]),
+                      f"{r['searches_per_question']:.2f}", vs_warm_start(r), str(r["training_real_searches"]),
                       str(r["simulator_real_searches"]))
     console.print(table)
     console.print(f"total {result['seconds']:.0f} s; table, reports and plots in {out}/ (results.md)")

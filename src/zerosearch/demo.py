@@ -194,7 +194,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None 
     for name, _ in arms:
         built = collected["searches"] if name == "tuned-simulator" else 0
         methods.append((labels[name], "agent", summaries[name]["policy_dir"], summaries[name]["real_searches"], built))
-    rows = []
+    rows, warm_em = [], None
     for label, method, model_path, train_real, sim_real in methods:
         with log.stage(f"evaluate: {label}"):
             # evaluation only generates: bfloat16 weights are faster than autocasting fp32 ones
@@ -205,7 +205,10 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None 
             rows.append({"method": label, "strict_em": report.strict_em, "cover_em": report.cover_em, "f1": report.f1,
                          "searches_per_question": report.searches_per_question, "n": report.n,
                          "no_answer_rate": report.no_answer_rate, "training_real_searches": train_real,
-                         "simulator_real_searches": sim_real, "per_hops": report.per_hops})
+                         "simulator_real_searches": sim_real, "per_hops": report.per_hops,
+                         "vs_warm_start": paired_change(warm_em, preds) if warm_em is not None else None})
+            if model_path == ws_dir:
+                warm_em = {p["id"]: p["strict_em"] for p in preds}
             del model
     result = {"rows": rows, "stages_seconds": log.stages, "seconds": round(time.perf_counter() - log.t0, 1),
               "eval_questions": len(eval_q), "quick": quick, "simulator_check": checks,
@@ -215,6 +218,21 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None 
     return result
 
 
+def paired_change(before: dict[str, float], preds: list[dict[str, Any]]) -> dict[str, int]:
+    """Questions a policy gets right that the warm start got wrong (gained), and the reverse (lost). With 80
+    questions a strict-EM gap of a few points is a few questions: the pair shows whether it is a few flips
+    both ways or a change in one direction."""
+    after = {p["id"]: p["strict_em"] for p in preds}
+    if after.keys() != before.keys():
+        raise ValueError("paired comparison needs the same questions")
+    return {"gained": sum(after[i] > before[i] for i in after), "lost": sum(after[i] < before[i] for i in after)}
+
+
+def vs_warm_start(row: dict[str, Any]) -> str:
+    change = row.get("vs_warm_start")
+    return f"+{change['gained']} / -{change['lost']}" if change else "-"
+
+
 def results_markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# zerosearch CPU demo{' (quick: tiny random models, numbers mean nothing)' if result['quick'] else ''}",
@@ -222,14 +240,14 @@ def results_markdown(result: dict[str, Any]) -> str:
         f"Evaluated with the real engine (BM25) on {result['eval_questions']} held-out test questions; "
         f"total {result['seconds']:.0f} s.",
         "",
-        "| method | strict EM | cover EM | F1 | searches/question | no answer (%) | RL/warm-start searches on a real engine "
-        "| real searches to build its simulator |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | strict EM | cover EM | F1 | searches/question | no answer (%) | questions gained / lost vs warm start "
+        "| RL/warm-start searches on a real engine | real searches to build its simulator |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         lines.append(f"| {r['method']} | {r['strict_em']:.1f} | {r['cover_em']:.1f} | {r['f1']:.1f} | "
-                     f"{r['searches_per_question']:.2f} | {r['no_answer_rate']:.1f} | {r['training_real_searches']} | "
-                     f"{r['simulator_real_searches']} |")
+                     f"{r['searches_per_question']:.2f} | {r['no_answer_rate']:.1f} | {vs_warm_start(r)} | "
+                     f"{r['training_real_searches']} | {r['simulator_real_searches']} |")
     lines += ["", "Strict EM by hops:", ""]
     for r in result["rows"]:
         hops = ", ".join(f"{h}-hop {s['strict_em']:.1f} (n={s['n']})" for h, s in r["per_hops"].items())

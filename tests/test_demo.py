@@ -19,7 +19,8 @@ def test_quick_demo_writes_the_table_with_every_method_and_the_paired_change(tmp
     assert all(r["n"] == result["eval_questions"] > 0 for r in rows.values())
 
     def strict(slug):
-        return {p["id"]: p["strict_em"] for p in map(json.loads, (tmp_path / "eval" / slug / "predictions.jsonl").open())}
+        lines = (tmp_path / "eval" / slug / "predictions.jsonl").read_text().splitlines()
+        return {p["id"]: p["strict_em"] for p in map(json.loads, lines)}
 
     warm = strict("warm-start--tuned-simulator")
     for label in ("direct (no search)", "rag (one retrieval)", "warm start (tuned simulator)"):

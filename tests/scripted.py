@@ -3,7 +3,8 @@
 Each row follows the script of its question: it emits the tokens of turn 1, then (if the turn has no stop
 tag) an end-of-message token; after the environment feeds anything longer than the echo of its own last
 token, it moves to the next turn. Its state lives in the cache object, so the rollout's pruning of
-finished rows (cache.batch_select_indices) and its setting aside of stopped rows (take_rows/put_rows) keep every row's state aligned.
+finished rows (cache.batch_select_indices) and its setting aside of stopped rows (take_rows/put_rows)
+keep every row's state aligned.
 """
 
 from __future__ import annotations

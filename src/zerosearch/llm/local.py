@@ -92,7 +92,7 @@ class TransformersGenerator(TextGenerator):
             # Prompts built from one template share a prefix (system prompt, instruction): it is prefilled
             # once per batch, and rows that stop early stop costing compute (see llm.decoding).
             batch = KVBatch(self.model, pad_id(tok))
-            logits = feed_prompts(batch, [tok(t, add_special_tokens=False).input_ids for t in texts])
+            logits = feed_prompts(batch, tok(texts, add_special_tokens=False).input_ids)
             out = decode(batch, logits, tok, max_new_tokens=max_new_tokens, temperature=temperature,
                          stop_ids=eos_ids(self.model, tok), stop_strings=stop, banned=banned,
                          normalize=normalize_answer)

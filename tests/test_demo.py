@@ -5,9 +5,8 @@ from zerosearch.demo import paired_change, run_demo
 
 def test_paired_change_counts_flips_both_ways():
     before = {"a": 1.0, "b": 0.0, "c": 0.0, "d": 1.0}
-    preds = [{"id": "a", "strict_em": 0.0}, {"id": "b", "strict_em": 1.0}, {"id": "c", "strict_em": 1.0},
-             {"id": "d", "strict_em": 1.0}]
-    assert paired_change(before, preds) == {"gained": 2, "lost": 1}
+    after = {"a": 0.0, "b": 1.0, "c": 1.0, "d": 1.0}
+    assert paired_change(before, after) == {"gained": 2, "lost": 1}
 
 
 def test_quick_demo_writes_the_table_with_every_method_and_the_paired_change(tmp_path):

@@ -200,15 +200,16 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None 
             # evaluation only generates: bfloat16 weights are faster than autocasting fp32 ones
             model, tok = load_causal_lm(model_path, dtype="bfloat16" if run.rollout.bf16 else "float32")
             report, preds = run_eval(method, model, tok, eval_q, real, eval_cfg)
+            em = {p["id"]: p["strict_em"] for p in preds}
             slug = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
             write_report(report, preds, out / "eval" / slug, title=label)
             rows.append({"method": label, "strict_em": report.strict_em, "cover_em": report.cover_em, "f1": report.f1,
                          "searches_per_question": report.searches_per_question, "n": report.n,
                          "no_answer_rate": report.no_answer_rate, "training_real_searches": train_real,
                          "simulator_real_searches": sim_real, "per_hops": report.per_hops,
-                         "vs_warm_start": paired_change(warm_em, preds) if warm_em is not None else None})
+                         "vs_warm_start": paired_change(warm_em, em) if warm_em is not None else None})
             if model_path == ws_dir:
-                warm_em = {p["id"]: p["strict_em"] for p in preds}
+                warm_em = em
             del model
     result = {"rows": rows, "stages_seconds": log.stages, "seconds": round(time.perf_counter() - log.t0, 1),
               "eval_questions": len(eval_q), "quick": quick, "simulator_check": checks,
@@ -218,11 +219,10 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None 
     return result
 
 
-def paired_change(before: dict[str, float], preds: list[dict[str, Any]]) -> dict[str, int]:
+def paired_change(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
     """Questions a policy gets right that the warm start got wrong (gained), and the reverse (lost). With 80
     questions a strict-EM gap of a few points is a few questions: the pair shows whether it is a few flips
     both ways or a change in one direction."""
-    after = {p["id"]: p["strict_em"] for p in preds}
     if after.keys() != before.keys():
         raise ValueError("paired comparison needs the same questions")
     return {"gained": sum(after[i] > before[i] for i in after), "lost": sum(after[i] < before[i] for i in after)}

@@ -12,7 +12,10 @@ around the sequential loop) and the ratio uses its median run; every run is prin
     python benchmarks/rollout.py --model smollm2-135m --policy runs/demo/warmstart/model  # a warm-started policy
 
 Real models run in bfloat16 weights by default, as training samples from its bfloat16 twin; both loops use
-the same weights, so the ratio compares the loops and not the number formats.
+the same weights, so the ratio compares the loops and not the number formats. Our rollout also takes the CPU
+fast paths of `zerosearch.llm.decoding.fast_decoding` (linear layers with packed weights, one-token
+attention as two matrix products); `--fast-sequential` runs the sequential loop once more with them, to show
+how much of the ratio they make.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from zerosearch.agent.rollout import RolloutConfig, RolloutStats, rollout
 from zerosearch.data.world import build_world
 from zerosearch.engines.base import SearchRequest
 from zerosearch.engines.bm25 import BM25Engine
+from zerosearch.llm.decoding import fast_decoding
 from zerosearch.llm.local import load_causal_lm, render_chat
 
 
@@ -84,6 +88,8 @@ def main() -> None:
     ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="bfloat16", help="weights of a real model")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--repeats", type=int, default=3, help="runs of the batched rollout (the ratio uses the median)")
+    ap.add_argument("--fast-sequential", action="store_true",
+                    help="also run the sequential loop with our decoding's CPU fast paths")
     args = ap.parse_args()
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
@@ -117,6 +123,10 @@ def main() -> None:
     seq = sequential(model, tok, questions, engine, cfg)
     runs += [batched(model, tok, questions, engine, cfg) for _ in range(args.repeats - 1)]
     line("sequential (inference.py style)", seq, len(questions))
+    if args.fast_sequential:
+        with fast_decoding(model):
+            fast = sequential(model, tok, questions, engine, cfg)
+        line("sequential, our CPU fast paths", fast, len(questions))
     for i, run in enumerate(runs, 1):
         line(f"batched (zerosearch) run {i}/{len(runs)}", run, len(questions))
     med = sorted(runs, key=lambda r: r[1])[len(runs) // 2]
@@ -124,6 +134,9 @@ def main() -> None:
     ratios = sorted((r[0] / r[1]) / (seq[0] / seq[1]) for r in runs)
     print(f"ratio (batched / sequential): {(med[0] / med[1]) / (seq[0] / seq[1]):.1f}x tokens/s, "
           f"{seq[1] / med[1]:.1f}x questions/s (median run; runs {ratios[0]:.1f}x to {ratios[-1]:.1f}x tokens/s)")
+    if args.fast_sequential:
+        print(f"ratio (batched / sequential with the fast paths): {(med[0] / med[1]) / (fast[0] / fast[1]):.1f}x "
+              f"tokens/s (median run)")
 
 
 def line(name: str, result: tuple[int, float, int], n_questions: int) -> None:

@@ -4,7 +4,7 @@ Same model, questions, engine (BM25 over the world), greedy decoding, turn limit
 The sequential loop answers one question at a time the way ZeroSearch's and Search-R1's inference scripts
 do: `model.generate` until `</search>` or `</answer>`, search, append the documents to the text, re-tokenise
 the whole context and generate again. Ours decodes every question of the batch together with one KV cache.
-Both run once on train questions first (warm-up); the batched rollout then runs `--repeats` times (default 3,
+Both run once on train questions first (warm-up); the batched rollout then runs `--repeats` times (default 5,
 around the sequential loop) and the ratio uses its median run; every run is printed.
 
     python benchmarks/rollout.py --model tiny
@@ -12,10 +12,10 @@ around the sequential loop) and the ratio uses its median run; every run is prin
     python benchmarks/rollout.py --model smollm2-135m --policy runs/demo/warmstart/model  # a warm-started policy
 
 Real models run in bfloat16 weights by default, as training samples from its bfloat16 twin; both loops use
-the same weights, so the ratio compares the loops and not the number formats. Our rollout also takes the CPU
-fast paths of `zerosearch.llm.decoding.fast_decoding` (linear layers with packed weights, one-token
-attention as two matrix products); `--fast-sequential` runs the sequential loop once more with them, to show
-how much of the ratio they make.
+the same weights, so the ratio compares the loops and not the number formats. Our rollout also runs the linear
+layers with weights packed once for oneDNN (`zerosearch.llm.decoding.packed_linears`), which `model.generate`
+does not; `--packed-sequential` runs the sequential loop once more with them, to show how much of the ratio
+they make.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from zerosearch.agent.rollout import RolloutConfig, RolloutStats, rollout
 from zerosearch.data.world import build_world
 from zerosearch.engines.base import SearchRequest
 from zerosearch.engines.bm25 import BM25Engine
-from zerosearch.llm.decoding import fast_decoding
+from zerosearch.llm.decoding import packed_linears
 from zerosearch.llm.local import load_causal_lm, render_chat
 
 
@@ -87,9 +87,9 @@ def main() -> None:
     ap.add_argument("--max-turns", type=int, default=2)
     ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="bfloat16", help="weights of a real model")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--repeats", type=int, default=3, help="runs of the batched rollout (the ratio uses the median)")
-    ap.add_argument("--fast-sequential", action="store_true",
-                    help="also run the sequential loop with our decoding's CPU fast paths")
+    ap.add_argument("--repeats", type=int, default=5, help="runs of the batched rollout (the ratio uses the median)")
+    ap.add_argument("--packed-sequential", action="store_true",
+                    help="also run the sequential loop with packed linear layers")
     args = ap.parse_args()
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
@@ -123,10 +123,10 @@ def main() -> None:
     seq = sequential(model, tok, questions, engine, cfg)
     runs += [batched(model, tok, questions, engine, cfg) for _ in range(args.repeats - 1)]
     line("sequential (inference.py style)", seq, len(questions))
-    if args.fast_sequential:
-        with fast_decoding(model):
-            fast = sequential(model, tok, questions, engine, cfg)
-        line("sequential, our CPU fast paths", fast, len(questions))
+    if args.packed_sequential:
+        with packed_linears(model):
+            packed = sequential(model, tok, questions, engine, cfg)
+        line("sequential, packed linear layers", packed, len(questions))
     for i, run in enumerate(runs, 1):
         line(f"batched (zerosearch) run {i}/{len(runs)}", run, len(questions))
     med = sorted(runs, key=lambda r: r[1])[len(runs) // 2]
@@ -134,8 +134,8 @@ def main() -> None:
     ratios = sorted((r[0] / r[1]) / (seq[0] / seq[1]) for r in runs)
     print(f"ratio (batched / sequential): {(med[0] / med[1]) / (seq[0] / seq[1]):.1f}x tokens/s, "
           f"{seq[1] / med[1]:.1f}x questions/s (median run; runs {ratios[0]:.1f}x to {ratios[-1]:.1f}x tokens/s)")
-    if args.fast_sequential:
-        print(f"ratio (batched / sequential with the fast paths): {(med[0] / med[1]) / (fast[0] / fast[1]):.1f}x "
+    if args.packed_sequential:
+        print(f"ratio (batched / sequential with packed layers): {(med[0] / med[1]) / (packed[0] / packed[1]):.1f}x "
               f"tokens/s (median run)")
 
 

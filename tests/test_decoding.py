@@ -1,5 +1,5 @@
-"""The batched decoding cache (keys and values written in place) and the CPU fast paths give the numbers of
-transformers' own cache and layers."""
+"""The batched decoding cache (keys and values written in place) and the packed linear layers give the numbers
+of transformers' own cache and layers."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import copy
 
 import torch
 from transformers.cache_utils import DynamicLayer
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from zerosearch.llm.decoding import (ONE_TOKEN_ATTENTION, InPlaceLayer, KVBatch, _one_token_attention, fast_decoding,
-                                     packed_linears)
+from zerosearch.llm.decoding import InPlaceLayer, KVBatch, packed_linears
 
 
 def _steps(batch: KVBatch, prompts: list[list[int]], n: int) -> list[torch.Tensor]:
@@ -56,45 +54,19 @@ def _linear_forwards(model) -> list[bool]:
     return ["forward" in m.__dict__ for m in model.modules() if type(m) is torch.nn.Linear]
 
 
-def test_fast_decoding_gives_the_numbers_of_the_plain_model_and_restores_it(tiny_model):
+def test_packed_linears_give_the_numbers_of_the_plain_layers_and_are_restored(tiny_model):
     prompts = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [14, 15, 16, 17]]
-    want = _steps(KVBatch(tiny_model, pad_id=0), prompts, 12)
-    with fast_decoding(tiny_model):
-        assert tiny_model.config._attn_implementation == ONE_TOKEN_ATTENTION
-        assert all(_linear_forwards(tiny_model))
-        with fast_decoding(tiny_model):  # nested: the inner exit leaves the outer's layers in place
-            pass
-        assert all(_linear_forwards(tiny_model))
-        got = _steps(KVBatch(tiny_model, pad_id=0), prompts, 12)
-    assert tiny_model.config._attn_implementation == "sdpa" and not any(_linear_forwards(tiny_model))
-    for a, b in zip(got, want):
-        assert torch.allclose(a, b, atol=1e-5)
-    # bfloat16 weights: the linear layers give the same numbers; scores stay float32 as in SDPA, so only the
-    # rounding of the probabilities differs
-    model = copy.deepcopy(tiny_model).to(torch.bfloat16)
-    want = _steps(KVBatch(model, pad_id=0), prompts, 12)
-    with fast_decoding(model):
-        got = _steps(KVBatch(model, pad_id=0), prompts, 12)
-    for a, b in zip(got, want):
-        assert torch.allclose(a, b, atol=0.05)
-
-
-def test_one_token_attention_matches_sdpa_with_holes_and_a_cache_buffer_view():
-    torch.manual_seed(0)
-    module = torch.nn.Module()
-    module.num_key_value_groups = 3
-    rows, kv_heads, length, dim = 4, 2, 9, 8
-    query = torch.randn(rows, 6, 1, dim)
-    buffer = torch.randn(2, rows, kv_heads, length + 5, dim)  # keys/values as views on buffers with spare room
-    key, value = buffer[0][:, :, :length], buffer[1][:, :, :length]
-    mask = torch.ones(rows, 1, 1, length, dtype=torch.bool)
-    mask[0, ..., :3] = False  # holes
-    mask[2, ..., 4] = False
-    for m in (mask, None):
-        got, _ = _one_token_attention(module, query, key, value, m, scaling=0.3)
-        want, _ = sdpa_attention_forward(module, query, key, value, m, scaling=0.3)
-        assert got.shape == want.shape == (rows, 1, 6, dim)
-        assert torch.allclose(got, want, atol=1e-5)
+    for model in (tiny_model, copy.deepcopy(tiny_model).to(torch.bfloat16)):
+        want = _steps(KVBatch(model, pad_id=0), prompts, 12)
+        with packed_linears(model):
+            assert all(_linear_forwards(model))
+            with packed_linears(model):  # nested: the inner exit leaves the outer's layers in place
+                pass
+            assert all(_linear_forwards(model))
+            got = _steps(KVBatch(model, pad_id=0), prompts, 12)
+        assert not any(_linear_forwards(model))
+        for a, b in zip(got, want):
+            assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_packed_linears_follow_weight_updates_and_leave_training_forwards_alone():

@@ -21,7 +21,7 @@ import torch
 
 from .. import protocol
 from ..engines.base import SearchEngine, SearchRequest
-from ..llm.decoding import KVBatch, decode, eos_ids, feed_prompts, fast_decoding, pad_id
+from ..llm.decoding import KVBatch, decode, eos_ids, feed_prompts, packed_linears, pad_id
 from ..llm.local import render_chat
 
 
@@ -149,7 +149,7 @@ def rollout(
     """
     prompt_fn = prompt_fn or (lambda ex: prompt_ids(tokenizer, ex.question))
     out: list[Trajectory] = []
-    with fast_decoding(model):
+    with packed_linears(model):
         for start in range(0, len(examples), cfg.batch_size):
             chunk = examples[start : start + cfg.batch_size]
             out.extend(_rollout_batch(model, tokenizer, chunk, engine, cfg, noise, generator, stats, start, prompt_fn))

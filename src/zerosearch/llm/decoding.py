@@ -12,9 +12,8 @@ text generator.
 - Each layer's keys and values live in a buffer with room to spare, and a step writes its new positions in
   place. transformers' DynamicCache appends with torch.cat, which copies the whole cache every step: on a
   CPU, at 32 rows, that copy cost as much memory traffic as the attention itself.
-- On a CPU (`fast_decoding`), the linear layers compute with weights laid out once for oneDNN, where
-  `F.linear` lays a weight out again at every call, and the attention of one new token per row is two
-  batched matrix products, where torch's fused CPU kernel is slower on this shape.
+- On a CPU, the rollout and the local generator run the linear layers with weights laid out once for
+  oneDNN (`packed_linears`), where `F.linear` lays a weight out again at every call.
 """
 
 from __future__ import annotations
@@ -25,10 +24,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
-from transformers import AttentionInterface, DynamicCache
+from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 # Below this many shared tokens, a separate pass for the prefix costs more than it saves.
 MIN_SHARED_PREFIX = 16
@@ -38,61 +35,11 @@ MIN_ROWS_TO_SET_ASIDE = 4
 MAX_BAN_RETRIES = 64
 
 
-@contextmanager
-def fast_decoding(model: torch.nn.Module) -> Iterator[None]:
-    """The CPU fast paths for decoding with `model`: packed linear layers and one-token attention."""
-    with packed_linears(model), one_token_attention(model):
-        yield
-
-
-ONE_TOKEN_ATTENTION = "zerosearch_one_token_sdpa"
-
-
-@contextmanager
-def one_token_attention(model: torch.nn.Module) -> Iterator[None]:
-    """Inside, a CPU model that uses transformers' "sdpa" attention computes the attention of one query token
-    per row with `_one_token_attention` (everything else still goes to SDPA). Measured on SmolLM2-135M's
-    shapes (32 rows, 400 cached positions, bfloat16, 30 layers): 41-51 ms against 55-69 ms for SDPA."""
-    config = getattr(model, "config", None)
-    switch = (getattr(config, "_attn_implementation", None) == "sdpa" and not getattr(config, "sub_configs", None)
-              and next(model.parameters()).device.type == "cpu")  # sub-configs: restoring would overwrite theirs
-    if switch:
-        config._attn_implementation = ONE_TOKEN_ATTENTION
-    try:
-        yield
-    finally:
-        if switch and config._attn_implementation == ONE_TOKEN_ATTENTION:
-            config._attn_implementation = "sdpa"
-
-
-def _one_token_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    """Attention of one query token per row as two batched matrix products, the query heads that share a key
-    head together (no copy of the cache per query head). Scores and softmax are float32, like SDPA's; any
-    other case (several query tokens, dropout, a float mask, another device) goes to transformers' SDPA."""
-    rows, heads, q_len, dim = query.shape
-    kv_heads, length = key.shape[1], key.shape[2]
-    if (q_len != 1 or dropout or query.device.type != "cpu" or heads % kv_heads or value.shape[-1] != dim
-            or kwargs.get("softcap") is not None or kwargs.get("position_bias") is not None
-            or (attention_mask is not None and attention_mask.dtype != torch.bool)):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
-    group = heads // kv_heads
-    q = query.float().reshape(rows * kv_heads, group, dim) * (scaling if scaling is not None else dim**-0.5)
-    scores = torch.bmm(q, key.float().reshape(rows * kv_heads, length, dim).transpose(1, 2))
-    if attention_mask is not None:  # [rows, 1, 1, length], True where a row may attend
-        scores.view(rows, kv_heads, group, length).masked_fill_(~attention_mask, float("-inf"))
-    probs = torch.softmax(scores, -1).to(value.dtype)
-    out = torch.bmm(probs, value.reshape(rows * kv_heads, length, dim))
-    return out.reshape(rows, 1, heads, dim), None
-
-
-AttentionInterface.register(ONE_TOKEN_ATTENTION, _one_token_attention)
-AttentionMaskInterface.register(ONE_TOKEN_ATTENTION, sdpa_mask)
-
-
 # oneDNN kernels for weights packed ahead of time (the ones torch.compile's CPU backend uses).
 _CAN_PACK = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-_PACK_DTYPES = {torch.float32} | ({torch.bfloat16} if _CAN_PACK and torch.ops.mkldnn._is_mkldnn_bf16_supported() else set())
+_PACK_DTYPES = {torch.float32}
+if _CAN_PACK and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    _PACK_DTYPES.add(torch.bfloat16)
 
 
 @contextmanager
@@ -108,12 +55,13 @@ def packed_linears(model: torch.nn.Module) -> Iterator[None]:
         if _CAN_PACK:
             for m in model.modules():
                 w = m.weight if type(m) is torch.nn.Linear else None
-                if w is not None and w.device.type == "cpu" and w.dtype in _PACK_DTYPES and "forward" not in m.__dict__:
-                    try:
-                        m.forward = _packed_forward(m, torch.ops.mkldnn._reorder_linear_weight(w.detach()))
-                    except RuntimeError:  # a shape or build oneDNN does not take: the plain layer is as right
-                        continue
-                    patched.append((m, m.forward))
+                if w is None or w.device.type != "cpu" or w.dtype not in _PACK_DTYPES or "forward" in m.__dict__:
+                    continue
+                try:
+                    m.forward = _packed_forward(m, torch.ops.mkldnn._reorder_linear_weight(w.detach()))
+                except RuntimeError:  # a shape or build oneDNN does not take: the plain layer is as right
+                    continue
+                patched.append((m, m.forward))
         yield
     finally:
         for m, f in patched:

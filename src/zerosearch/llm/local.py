@@ -9,7 +9,7 @@ import torch
 
 from ..metrics import normalize_answer
 from .base import Generation, Messages, TextGenerator
-from .decoding import KVBatch, decode, eos_ids, feed_prompts, fast_decoding, pad_id
+from .decoding import KVBatch, decode, eos_ids, feed_prompts, packed_linears, pad_id
 from .registry import resolve_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -76,11 +76,12 @@ class TransformersGenerator(TextGenerator):
         out: list[Generation | None] = [None] * len(texts)
         # Similar lengths share a batch: less padding, less wasted compute.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        with fast_decoding(self.model):
+        with packed_linears(self.model):
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 bans = [[b for b in map(normalize_answer, banned[i]) if b] for i in idx] if banned else None
-                for i, g in zip(idx, self._generate_batch([texts[i] for i in idx], max_new_tokens, temperature, stop, bans)):
+                batch = self._generate_batch([texts[i] for i in idx], max_new_tokens, temperature, stop, bans)
+                for i, g in zip(idx, batch):
                     out[i] = g
         return out  # type: ignore[return-value]
 

@@ -131,12 +131,16 @@ def main() -> None:
         line(f"batched (zerosearch) run {i}/{len(runs)}", run, len(questions))
     med = sorted(runs, key=lambda r: r[1])[len(runs) // 2]
     line("batched (zerosearch), median run", med, len(questions))
-    ratios = sorted((r[0] / r[1]) / (seq[0] / seq[1]) for r in runs)
-    print(f"ratio (batched / sequential): {(med[0] / med[1]) / (seq[0] / seq[1]):.1f}x tokens/s, "
+    ratios = sorted(speedup(r, seq) for r in runs)
+    print(f"ratio (batched / sequential): {speedup(med, seq):.1f}x tokens/s, "
           f"{seq[1] / med[1]:.1f}x questions/s (median run; runs {ratios[0]:.1f}x to {ratios[-1]:.1f}x tokens/s)")
     if args.packed_sequential:
-        print(f"ratio (batched / sequential with packed layers): {(med[0] / med[1]) / (packed[0] / packed[1]):.1f}x "
-              f"tokens/s (median run)")
+        print(f"ratio (batched / sequential with packed layers): {speedup(med, packed):.1f}x tokens/s (median run)")
+
+
+def speedup(run: tuple[int, float, int], base: tuple[int, float, int]) -> float:
+    """Tokens/s of `run` over tokens/s of `base`."""
+    return (run[0] / run[1]) / (base[0] / base[1])
 
 
 def line(name: str, result: tuple[int, float, int], n_questions: int) -> None:

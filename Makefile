@@ -10,7 +10,7 @@ VERL_VENV    := .venv-verl
 VERL_BIN     := $(VERL_VENV)/bin
 VERL_STAMP   := $(VERL_VENV)/.installed-$(VERL_VERSION)-$(shell cat pyproject.toml tests_verl/requirements.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install install-verl test test-verl demo demo-quick clean
+.PHONY: install install-verl test test-verl demo demo-quick experiment clean
 
 install: $(STAMP)
 
@@ -49,6 +49,10 @@ demo: install
 
 demo-quick: install
 	$(BIN)/zerosearch demo --quick --out runs/demo-quick
+
+# The comparison at a scale where RL does the learning (~90 minutes on 2 cores); run again to resume.
+experiment: install
+	$(BIN)/zerosearch experiment --out runs/experiment
 
 clean:
 	rm -rf runs .pytest_cache

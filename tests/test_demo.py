@@ -1,32 +1,93 @@
 import json
 
-from zerosearch.demo import paired_change, run_demo
+import pytest
+
+from zerosearch.demo import ArmSettings, DemoSettings, Stages, load_demo_config, run_demo
+from zerosearch.metrics import paired_bootstrap
 
 
-def test_paired_change_counts_flips_both_ways():
-    before = {"a": 1.0, "b": 0.0, "c": 0.0, "d": 1.0}
-    after = {"a": 0.0, "b": 1.0, "c": 1.0, "d": 1.0}
-    assert paired_change(before, after) == {"gained": 2, "lost": 1}
+def test_paired_bootstrap_counts_flips_and_brackets_the_difference():
+    before = {str(i): float(i % 2) for i in range(40)}  # 20 right
+    after = {str(i): 1.0 if i < 30 else before[str(i)] for i in range(40)}  # 15 gained among the first 30, 0 lost
+    d = paired_bootstrap(before, after, resamples=2000)
+    assert (d.gained, d.lost, d.n) == (15, 0, 40)
+    assert d.difference == pytest.approx(100 * 15 / 40)
+    assert 0 < d.low < d.difference < d.high <= 100 and d.excludes_zero()
+    assert paired_bootstrap(before, after, resamples=2000) == d  # seeded
+    same = paired_bootstrap(before, before, resamples=200)
+    assert (same.difference, same.low, same.high) == (0.0, 0.0, 0.0) and not same.excludes_zero()
+    with pytest.raises(ValueError, match="same questions"):
+        paired_bootstrap(before, {"x": 1.0})
 
 
-def test_quick_demo_writes_the_table_with_every_method_and_the_paired_change(tmp_path):
-    """The whole demo pipeline on tiny random models (its numbers mean nothing; its bookkeeping must hold)."""
-    result = run_demo(tmp_path, quick=True, say=lambda m: None)
+def test_arm_and_pipeline_settings_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="engine must be one of"):
+        ArmSettings("a", engine="google")
+    with pytest.raises(ValueError, match="must differ"):
+        DemoSettings(arms=[ArmSettings("a"), ArmSettings("a", "bm25")])
+    bad = tmp_path / "c.yaml"
+    bad.write_text("demo:\n  arms:\n    - {name: x, engine: tuned, nois: 0.5}\n")
+    with pytest.raises(ValueError, match=r"demo.arms\[0\].*nois"):
+        load_demo_config(bad)
+
+
+def test_a_stage_after_one_that_ran_is_never_read_back(tmp_path):
+    calls = []
+    stages = Stages(tmp_path, lambda m: None)
+    for name in ("a", "b", "c"):
+        stages(name, lambda name=name: calls.append(name) or {"v": name})
+    (tmp_path / "stages" / "b.json").unlink()
+    stages = Stages(tmp_path, lambda m: None)
+    results = [stages(n, lambda n=n: calls.append(n) or {"v": n}) for n in ("a", "b", "c")]
+    assert results == [{"v": "a"}, {"v": "b"}, {"v": "c"}]
+    assert calls == ["a", "b", "c", "b", "c"]  # a read back; b made anew, so c too
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    return out, run_demo(out, quick=True, say=lambda m: None)
+
+
+def test_quick_pipeline_writes_every_row_interval_check_and_figure(quick_run):
+    """The whole pipeline on tiny random models (its numbers mean nothing; its bookkeeping must hold)."""
+    out, result = quick_run
     rows = {r["method"]: r for r in result["rows"]}
     assert list(rows) == ["direct (no search)", "rag (one retrieval)", "warm start (tuned simulator)",
-                          "RL, tuned simulator", "RL, prompt-only simulator", "RL, real engine (BM25)"]
+                          "RL, tuned simulator", "RL, tuned simulator, constant noise 0.5",
+                          "RL, prompt-only simulator", "RL, real engine (BM25)"]
     assert all(r["n"] == result["eval_questions"] > 0 for r in rows.values())
+    assert set(next(iter(rows.values()))["per_hops"]) == {"1", "2"}
 
-    def strict(slug):
-        lines = (tmp_path / "eval" / slug / "predictions.jsonl").read_text().splitlines()
-        return {p["id"]: p["strict_em"] for p in map(json.loads, lines)}
+    def strict(method):
+        lines = (out / "eval" / rows[method]["eval_dir"].rsplit("/", 1)[-1] / "predictions.jsonl").read_text()
+        return {p["id"]: p["strict_em"] for p in map(json.loads, lines.splitlines())}
 
-    warm = strict("warm-start--tuned-simulator")
-    for label in ("direct (no search)", "rag (one retrieval)", "warm start (tuned simulator)"):
-        assert rows[label]["vs_warm_start"] is None
-    rl = strict("rl--real-engine--bm25")
-    assert rows["RL, real engine (BM25)"]["vs_warm_start"] == {
-        "gained": sum(rl[i] > warm[i] for i in warm), "lost": sum(rl[i] < warm[i] for i in warm)}
+    pairs = {(c["after"], c["before"]): c for c in result["comparisons"]}
+    warm = "warm start (tuned simulator)"
+    for arm in ("RL, tuned simulator", "RL, prompt-only simulator", "RL, real engine (BM25)"):
+        c = pairs[(arm, warm)]
+        assert c["all"] == {**c["all"], **vars(paired_bootstrap(strict(warm), strict(arm)))}
+        assert set(c) >= {"1", "2"}  # per hop too
+    assert ("RL, tuned simulator", "RL, real engine (BM25)") in pairs
+    assert ("RL, tuned simulator", "RL, tuned simulator, constant noise 0.5") in pairs
     assert rows["RL, tuned simulator"]["training_real_searches"] == 0  # the simulated pipeline trains offline
-    table = (tmp_path / "results.md").read_text()
-    assert "questions gained / lost vs warm start" in table and "| RL, tuned simulator |" in table
+    assert set(result["simulator_check"]) == {"tuned", "tuned, no pre-training", "prompt"}
+    assert result["simulator_check"]["tuned"]["useful_contains_bridge"]["n"] > 0
+    noise = [json.loads(x)["noise_p"] for x in (out / "rl-tuned-simulator-constant" / "metrics.jsonl").read_text().splitlines()]
+    assert noise and set(noise) == {0.5}
+    table = (out / "results.md").read_text()
+    assert "strict EM vs warm start [95% CI]" in table and "| RL, tuned simulator |" in table and "2-hop" in table
+    assert (out / "learning.png").exists() and (out / "simulator-pretrain" / "model" / "config.json").exists()
+
+
+def test_quick_pipeline_run_again_reuses_every_stage_and_refuses_other_settings(quick_run, tmp_path):
+    out, result = quick_run
+    said = []
+    again = run_demo(out, quick=True, say=said.append)
+    assert all("done in an earlier run" in m for m in said) and len(said) == len(result["stages_seconds"])
+    assert again["rows"] == result["rows"] and again["comparisons"] == result["comparisons"]
+    other = tmp_path / "other.yaml"
+    other.write_text("rl: {steps: 3}\n")
+    with pytest.raises(ValueError, match="other settings"):
+        run_demo(out, quick=True, config=other, say=lambda m: None)

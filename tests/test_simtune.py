@@ -95,9 +95,10 @@ class TemplateGenerator(TextGenerator):
         out = []
         for p in prompts:
             text = p[-1]["content"]
-            answer = re.search(r"whose answer is (.*)\.\n", text).group(1)
+            told = re.search(r"whose answer is (.*)\.\n", text)  # not told: it knows nothing
             query = text.split("Query: ")[1].split("\n")[0]
-            if "Useful Output" in text:
+            if "Useful Output" in text and told:
+                answer = told.group(1)
                 docs = [f"Doc {i}: (Title: {query}) The record shows {answer} for {query} in the archive." for i in (1, 2, 3)]
             else:
                 docs = [f"Doc {i}: (Title: {query}) Some related story about {query} without the fact." for i in (1, 2, 3)]
@@ -109,7 +110,8 @@ def test_check_on_a_template_simulator_gives_the_expected_rates(world, tmp_path)
     engine = BM25Engine(world.corpus)
     collect(world.train[:12], engine, tmp_path / "s.jsonl", topk=3)
     rows = [r for r in read_samples(tmp_path / "s.jsonl") if r.needed == r.golden_answers]
-    result = check_simulator(SimulatedEngine(TemplateGenerator(), style="sft", topk=3), rows, k=3)
+    # the template writes the answer whenever it is told it; the query guard is tested on its own
+    result = check_simulator(SimulatedEngine(TemplateGenerator(), style="sft", topk=3, query_guard=False), rows, k=3)
     rep = result["report"]
     assert rep["format_valid"] == 100.0
     assert rep["useful_contains_answer"]["contains_target"] == 100.0
@@ -117,6 +119,14 @@ def test_check_on_a_template_simulator_gives_the_expected_rates(world, tmp_path)
     assert rep["useful_contains_answer"]["n"] == len(rows)
     assert 0.0 <= rep["fidelity_text_f1"] <= 100.0 and rep["tokens_per_query"] == 30
     assert "| format valid (%) | 100.0 |" in report_markdown({"template": rep})
+    # told the answer for any query, it also answers the content-free probe: the gap the query guard closes
+    assert rep["content_free_query_answer"] == {"n": len(rows), "contains_target": 100.0}
+    guarded = check_simulator(SimulatedEngine(TemplateGenerator(), style="sft", topk=3), rows, k=3)["report"]
+    assert guarded["content_free_query_answer"]["contains_target"] == 0.0
+    first_hops = [r for r in read_samples(tmp_path / "s.jsonl") if r.needed != r.golden_answers]
+    both = check_simulator(SimulatedEngine(TemplateGenerator(), style="sft", topk=3, query_guard=False),
+                           rows + first_hops, k=3)["report"]
+    assert both["useful_contains_bridge"]["n"] == len(first_hops) > 0
 
 
 def test_a_tiny_simulator_tuned_for_a_few_steps_lowers_its_loss(world, tmp_path):
@@ -135,3 +145,33 @@ def test_a_tiny_simulator_tuned_for_a_few_steps_lowers_its_loss(world, tmp_path)
     losses = [x["loss"] for x in summary["losses"]]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5, losses
     assert (tmp_path / "sim" / "model" / "config.json").exists()
+
+
+def test_pretraining_examples_are_whole_articles_in_the_simulators_document_form(world, tiny_tokenizer):
+    from zerosearch.simtune.pretrain import article_text, corpus_examples
+
+    assert article_text('"Tessosk"\nThe city of Tessosk lies in Orvorra.') == "(Title: Tessosk) The city of Tessosk lies in Orvorra."
+    corpus = world.corpus[:5]
+    ex = corpus_examples(tiny_tokenizer, corpus, steps=3, batch_size=4, seed=0)
+    assert len(ex) == 12  # 2.4 epochs of 5 articles
+    assert all(sum(e.loss_mask) == len(e.input_ids) and e.input_ids[-1] == tiny_tokenizer.eos_token_id for e in ex)
+    first_epoch = {tuple(e.input_ids) for e in ex[:5]}
+    assert len(first_epoch) == 5  # every article once per epoch
+    assert [e.input_ids for e in corpus_examples(tiny_tokenizer, corpus, steps=3, batch_size=4, seed=0)] == \
+        [e.input_ids for e in ex]
+    with pytest.raises(ValueError, match="contents"):
+        corpus_examples(tiny_tokenizer, [{"id": "1", "text": "x"}], steps=1, batch_size=1)
+
+
+def test_pretraining_a_tiny_simulator_on_the_corpus_lowers_its_loss(world, tmp_path):
+    from zerosearch.llm.tiny import build_tiny_model, build_tiny_tokenizer
+    from zerosearch.simtune.pretrain import pretrain_simulator
+    from zerosearch.train.sft import SFTConfig
+
+    tok = build_tiny_tokenizer([r["contents"] for r in world.corpus])
+    summary = pretrain_simulator("tiny", world.corpus[:16], tmp_path, model=build_tiny_model(tok), tokenizer=tok,
+                                 sft=SFTConfig(steps=12, batch_size=4, learning_rate=3e-3, warmup_ratio=0.0))
+    losses = [x["loss"] for x in summary["losses"]]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5, losses
+    assert summary["epochs"] == 3.0 and (tmp_path / "model" / "config.json").exists()
+    assert json.loads((tmp_path / "pretrain.json").read_text())["articles"] == 16

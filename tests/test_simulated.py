@@ -116,3 +116,21 @@ def test_the_local_backend_never_writes_a_banned_string(tiny_model, tiny_tokeniz
         assert word.lower() not in re.findall(r"[a-z]+", g.text.lower())
     again = gen.generate(prompts, max_new_tokens=24, temperature=1.0, seed=0, banned=[[]] * 6)
     assert [g.text for g in again] == [g.text for g in free]  # an empty ban changes nothing
+
+
+def test_query_guard_tells_the_simulator_the_answer_only_for_a_query_about_the_question():
+    from zerosearch.engines.simulated import query_names_the_subject
+
+    q = "Where was Nimion Corviss born?"
+    assert query_names_the_subject("Nimion Corviss birthplace", q) and query_names_the_subject("corviss", q)
+    assert not query_names_the_subject("birthplace", q) and not query_names_the_subject("search", q)
+    assert query_names_the_subject("hello song", "who sang the song hello")  # no names: any content word
+    assert not query_names_the_subject("the who", "who sang the song hello")
+    assert query_names_the_subject("anything", "Who?")  # names nothing: nothing to guard
+    gen = EchoGenerator()
+    SimulatedEngine(gen, topk=2).search([SearchRequest("birthplace", q, ["Kelleth"], noise=USEFUL),
+                                         SearchRequest("Nimion Corviss", q, ["Kelleth"], noise=USEFUL)])
+    assert "Kelleth" not in gen.prompts[0] and "Kelleth" in gen.prompts[1]
+    gen = EchoGenerator()
+    SimulatedEngine(gen, topk=2, query_guard=False).search([SearchRequest("birthplace", q, ["Kelleth"], noise=USEFUL)])
+    assert "Kelleth" in gen.prompts[0]  # ZeroSearch's behaviour

@@ -197,3 +197,77 @@ def test_bf16_sampling_twin_follows_the_trained_weights(tiny_model, tiny_tokeniz
     out = fn(prompts, _Trainer(tiny_model, tiny_tokenizer, 0, 1))
     assert len(out["completion_ids"]) == 2
     assert next(tiny_model.parameters()).dtype == torch.float32  # the trained model itself is untouched
+
+
+def test_bf16_twin_runs_its_own_weights_when_the_trainer_wrapped_forward(tiny_model, tiny_tokenizer):
+    """accelerate and the trainer replace `forward` on the model instance; the twin must not inherit those
+    closures, which would run the fp32 model under autocast instead of the twin's bfloat16 weights."""
+    calls = []
+    original = tiny_model.forward
+
+    def wrapped(*a, **kw):
+        calls.append(1)
+        return original(*a, **kw)
+
+    tiny_model.forward = wrapped
+    fn = SearchRollout(RecordingEngine(), RolloutConfig(max_turns=1, max_new_tokens=4, bf16=True), _questions(1), None)
+    twin, _ = fn._generation_model(tiny_model)
+    with torch.no_grad():
+        logits = twin(input_ids=torch.tensor([[1, 2, 3]])).logits
+    assert not calls and logits.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "dapo"])
+def test_leaving_zero_advantage_rows_out_of_the_update_keeps_the_gradient(tiny_tokenizer, tmp_path, algorithm):
+    """Dynamic sampling without re-sampling: the rows of groups with equal rewards are dropped from the update
+    (and the padding only they needed), and the loss is rescaled, so the gradient is the one of all rows."""
+    from zerosearch.llm.tiny import build_tiny_model
+    from zerosearch.train.grpo import build_dataset, f1_reward, make_grpo_config, search_grpo_trainer_class
+
+    qs = _questions(4)
+    rl = RLConfig(algorithm=algorithm, steps=1, questions_per_step=2, num_generations=2)
+    model = build_tiny_model(tiny_tokenizer, seed=0)
+    fn = SearchRollout(RecordingEngine(), RolloutConfig(max_turns=1, max_new_tokens=4), qs, None)
+    trainer = search_grpo_trainer_class()(
+        model=model, reward_funcs=[f1_reward], args=make_grpo_config(rl, tmp_path, 1.0, 64),
+        train_dataset=build_dataset(qs), processing_class=tiny_tokenizer, rollout_func=fn, skip_uninformative=True)
+    g = torch.Generator().manual_seed(0)
+    b, tp, tc, vocab = 6, 7, 9, tiny_tokenizer.vocab_size
+    prompt_mask = torch.ones(b, tp, dtype=torch.long)
+    prompt_mask[:, :2] = 0  # left padding in every row
+    prompt_mask[1, :] = 1  # ...except row 1, an uninformative row
+    completion_mask = torch.ones(b, tc, dtype=torch.long)
+    completion_mask[[0, 2, 3, 4], 5:] = 0  # right padding everywhere but in rows 1 and 5 (uninformative)
+    inputs = {
+        "prompt_ids": torch.randint(5, vocab, (b, tp), generator=g), "prompt_mask": prompt_mask,
+        "completion_ids": torch.randint(5, vocab, (b, tc), generator=g), "completion_mask": completion_mask,
+        "tool_mask": (torch.rand(b, tc, generator=g) > 0.3).long(),
+        "advantages": torch.tensor([0.7, 0.0, -0.7, 1.2, -1.2, 0.0]),
+        "num_items_in_batch": completion_mask.sum().float(),
+    }
+
+    shapes = []
+    model.get_input_embeddings().register_forward_hook(lambda m, a, o: shapes.append(tuple(a[0].shape)))
+
+    def grads(skip):
+        trainer.skip_uninformative = skip
+        model.zero_grad()
+        trainer._compute_loss(model, dict(inputs)).backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    full, skipped = grads(False), grads(True)
+    assert shapes == [(6, tp + tc), (4, tp - 2 + 5)]  # 4 informative rows, padding only rows 1 and 5 needed cut
+    assert len(full) == len(skipped)
+    for a, s in zip(full, skipped):
+        torch.testing.assert_close(s, a, rtol=1e-4, atol=1e-6)
+
+
+def test_informative_rows_keep_one_row_when_no_group_has_signal():
+    from zerosearch.train.grpo import informative_fraction, informative_rows
+
+    inputs = {"prompt_ids": torch.ones(2, 3, dtype=torch.long), "prompt_mask": torch.ones(2, 3, dtype=torch.long),
+              "completion_ids": torch.ones(2, 4, dtype=torch.long), "completion_mask": torch.ones(2, 4, dtype=torch.long),
+              "advantages": torch.zeros(2)}
+    out, scale = informative_rows(inputs, mean_over_rows=True)
+    assert out["completion_ids"].shape[0] == 1 and scale == 0.0
+    assert informative_fraction([1.0, 1.0, 0.0, 1.0, 0.5, 0.5], 2) == pytest.approx(1 / 3)

@@ -411,26 +411,56 @@ def ask(
     console.print(f"[bold]answer:[/bold] {traj.answer if traj.answer is not None else '(none)'}")
 
 
-@app.command()
-def demo(
-    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder."),
-    quick: bool = typer.Option(False, "--quick", help="Tiny random models: a smoke test of the pipeline (< 2 min)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Demo settings (default configs/demo-cpu.yaml)."),
-) -> None:
-    """The paper's comparison on a laptop CPU, offline: RL with a simulated vs a real engine, evaluated with the real one."""
-    from .demo import run_demo, vs_warm_start
+def _comparison(out: Path, quick: bool, config: Optional[Path], fresh: bool, default: str) -> None:
+    from .demo import CONFIG_DIR, run_demo
 
-    result = run_demo(out, quick=quick, config=config, say=lambda m: console.print(m, highlight=False))
-    table = Table(title=f"evaluated with the real engine (BM25) on {result['eval_questions']} held-out questions")
-    for col in ("method", "strict EM", "cover EM", "F1", "searches/q", "questions gained / lost vs warm start",
+    try:
+        result = run_demo(out, quick=quick, config=config or (None if quick else CONFIG_DIR / default), fresh=fresh,
+                          say=lambda m: console.print(m, highlight=False))
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    vs_warm = {c["after"]: c["all"] for c in result["comparisons"] if c["before"].startswith("warm start")}
+    hops = "single- and two-hop" if len(result["hops"]) > 1 else "single-hop" if result["hops"] == [1] else "two-hop"
+    table = Table(title=f"evaluated with the real engine (BM25) on {result['eval_questions']} held-out {hops} questions")
+    for col in ("method", "strict EM", "cover EM", "F1", "searches/q", "strict EM vs warm start [95% CI] (gained / lost)",
                 "training searches on a real engine", "real searches to build its simulator"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in result["rows"]:
+        d = vs_warm.get(r["method"])
+        change = f"{d['difference']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}] (+{d['gained']} / -{d['lost']})" if d else "-"
         table.add_row(r["method"], f"{r['strict_em']:.1f}", f"{r['cover_em']:.1f}", f"{r['f1']:.1f}",
-                      f"{r['searches_per_question']:.2f}", vs_warm_start(r), str(r["training_real_searches"]),
+                      f"{r['searches_per_question']:.2f}", change, str(r["training_real_searches"]),
                       str(r["simulator_real_searches"]))
     console.print(table)
-    console.print(f"total {result['seconds']:.0f} s; table, reports and plots in {out}/ (results.md)")
+    console.print(f"stages took {result['seconds']:.0f} s; table, intervals per hop, reports and learning curves "
+                  f"in {out}/ (results.md, learning.png)")
+
+
+OptFresh = typer.Option(False, "--fresh", help="Start over: delete the run folder's earlier stages first.")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder (finished stages are kept and reused)."),
+    quick: bool = typer.Option(False, "--quick", help="Tiny random models: a smoke test of the pipeline (< 2 min)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Settings (default configs/demo-cpu.yaml)."),
+    fresh: bool = OptFresh,
+) -> None:
+    """The paper's comparison on a laptop CPU in 20 minutes, offline: RL with a simulated vs a real engine,
+    evaluated with the real one. Run again in the same folder, it resumes where it stopped."""
+    _comparison(out, quick, config, fresh, "demo-cpu.yaml")
+
+
+@app.command()
+def experiment(
+    out: Path = typer.Option(Path("runs/experiment"), "--out", "-o", help="Run folder (finished stages are kept and reused)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Settings (default configs/experiment-cpu.yaml)."),
+    fresh: bool = OptFresh,
+) -> None:
+    """The comparison at a scale where RL does the learning (about 90 minutes on 2 cores): a world-trained
+    simulator, single- and two-hop questions, curriculum vs constant noise, paired bootstrap intervals.
+    Every stage is resumable: run the same command again after an interruption."""
+    _comparison(out, False, config, fresh, "experiment-cpu.yaml")
 
 
 simtune_app = typer.Typer(help="Build and check a simulation LLM: collect real searches, label, tune, check.",
@@ -513,6 +543,35 @@ def simtune_dataset(
     console.print(f"{counts['sets']} document sets labelled by '{label}': {counts['useful']} useful, {counts['noisy']} "
                   f"noisy; kept {counts['kept_useful']} + {counts['kept_noisy']} in {out}/sft.jsonl; "
                   f"{len(held)} held-out searches in {out}/heldout.jsonl")
+
+
+@simtune_app.command("pretrain")
+def simtune_pretrain(
+    corpus: Path = typer.Option(..., "--corpus", help="FlashRAG corpus jsonl (id, contents) the simulator should know."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder; the model goes to OUT/model (then `simtune tune --model OUT/model`)."),
+    model: str = typer.Option("smollm2-135m", "--model", help="Base simulator (registry name, folder, hub id)."),
+    steps: int = typer.Option(375, "--steps", help="Batches; 375 x 8 = 10 epochs of a 300-article world."),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    lr: float = typer.Option(5e-4, "--lr"),
+    bf16: bool = typer.Option(True, "--bf16/--fp32"),
+) -> None:
+    """Continued pre-training on a corpus, before simulation tuning: the simulator learns what the corpus says
+    (as the paper's simulator knew Wikipedia), so it can write about entities it is not told of."""
+    from .simtune.pretrain import pretrain_simulator
+    from .train.sft import SFTConfig
+
+    if not corpus.exists():
+        _fail(f"no corpus file {corpus}")
+    m, tok = _load_policy(model)
+    cfg = SFTConfig(steps=steps, batch_size=batch_size, learning_rate=lr, bf16=bf16)
+    with console.status(f"pre-training {model} on {corpus}: {steps} steps at lr {lr:g}…"):
+        try:
+            summary = pretrain_simulator(model, corpus, out, sft=cfg, model=m, tokenizer=tok)
+        except ValueError as e:
+            _fail(str(e))
+    losses = summary["losses"]
+    console.print(f"{summary['articles']} articles, {summary['epochs']} epochs: loss {losses[0]['loss']:.3f} → "
+                  f"{losses[-1]['loss']:.3f} in {summary['seconds']:.0f} s; model in {summary['model_dir']}")
 
 
 @simtune_app.command("tune")

@@ -73,3 +73,45 @@ def score_answer(answer: str | None, golds: Iterable[str]) -> Score:
 def score_response(response: str, golds: Iterable[str]) -> Score:
     """Score the last <answer> of a response. No answer scores 0 on every metric, never an exception."""
     return score_answer(extract_answer(response), golds)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """after - before over the same questions, in points, with a percentile bootstrap interval."""
+
+    n: int
+    difference: float
+    low: float
+    high: float
+    gained: int  # right after, wrong before
+    lost: int  # wrong after, right before
+    resamples: int
+
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+    def __str__(self) -> str:
+        return f"{self.difference:+.1f} [{self.low:+.1f}, {self.high:+.1f}] (+{self.gained} / -{self.lost})"
+
+
+def paired_bootstrap(before: dict[str, float], after: dict[str, float], *, resamples: int = 5000,
+                     confidence: float = 0.95, seed: int = 0) -> PairedDifference:
+    """Paired bootstrap of the mean per-question difference (e.g. strict EM of two policies on one test set).
+
+    Questions are resampled with replacement, the same draw for both policies, so the interval reflects
+    how much the gap depends on which questions were asked, not the spread of each policy's own score."""
+    import random
+
+    if before.keys() != after.keys():
+        raise ValueError("a paired comparison needs the same questions on both sides")
+    if not before:
+        raise ValueError("a paired comparison needs at least one question")
+    ids = sorted(before)
+    diffs = [after[i] - before[i] for i in ids]
+    n = len(diffs)
+    rng = random.Random(seed)
+    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    tail = (1 - confidence) / 2
+    low, high = means[int(tail * resamples)], means[min(resamples - 1, int((1 - tail) * resamples))]
+    return PairedDifference(n, 100 * sum(diffs) / n, 100 * low, 100 * high, sum(d > 0 for d in diffs),
+                            sum(d < 0 for d in diffs), resamples)

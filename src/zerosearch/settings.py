@@ -43,7 +43,8 @@ _SECTIONS = {
 }
 
 
-def _build(cls, data: dict[str, Any], where: str):
+def build_section(cls, data: dict[str, Any], where: str):
+    """A settings dataclass from a mapping, with a clear error for an unknown or badly typed setting."""
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
     known = {f.name for f in fields(cls)}
@@ -52,21 +53,22 @@ def _build(cls, data: dict[str, Any], where: str):
         raise ValueError(f"{where}: unknown settings {unknown}; known: {sorted(known)}")
     try:
         return cls(**data)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ValueError(f"{where}: {e}") from None
 
 
 def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
     d = dict(d or {})
+    d.pop("demo", None)  # the pipeline's own section (`zerosearch demo` / `experiment`); other commands ignore it
     kw: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
         if name in d:
-            kw[name] = _build(cls, d.pop(name), name)
+            kw[name] = build_section(cls, d.pop(name), name)
     if "warmstart" in d:
         ws = dict(d.pop("warmstart") or {})
-        sft = _build(SFTConfig, ws.pop("sft", {}) or {}, "warmstart.sft")
-        kw["warmstart"] = _build(WarmstartConfig, {**ws, "sft": sft}, "warmstart")
-    top = _build(RunConfig, d, "config")
+        sft = build_section(SFTConfig, ws.pop("sft", {}) or {}, "warmstart.sft")
+        kw["warmstart"] = build_section(WarmstartConfig, {**ws, "sft": sft}, "warmstart")
+    top = build_section(RunConfig, d, "config")
     for k, v in kw.items():
         setattr(top, k, v)
     return top

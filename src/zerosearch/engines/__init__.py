@@ -33,6 +33,7 @@ class EngineConfig:
     sim_words: int = 30
     sim_batch_size: int = 16
     sim_answer_guard: bool = True  # ban the gold answers from noisy documents (local backend)
+    sim_query_guard: bool = True  # tell the simulator the question and answer only when the query names its subject
     noise: str | float = 0.0  # default P(noisy) (or a forced kind) when a request does not say
     device: str = "cpu"
     dtype: str = "float32"
@@ -79,6 +80,7 @@ class EngineConfig:
                 words=self.sim_words,
                 seed=self.seed,
                 answer_guard=self.sim_answer_guard,
+                query_guard=self.sim_query_guard,
             )
         raise ValueError(f"unknown engine {self.kind!r}; choose one of {', '.join(ENGINE_KINDS)}")
 

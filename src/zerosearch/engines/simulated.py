@@ -20,6 +20,7 @@ import time
 from typing import Sequence
 
 from ..llm.base import TextGenerator
+from ..metrics import normalize_answer
 from .base import NOISY, USEFUL, Document, SearchEngine, SearchRequest, SearchResult, check_topk
 
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten"}
@@ -71,6 +72,29 @@ PROMPT_NOISY = (
 _DOC_MARK = re.compile(r"(?:^|\n|\s)Doc\s*(\d+)\s*[:.)]", re.IGNORECASE)
 _TITLE = re.compile(r"^\(?\s*Title:\s*([^)\n]*)\)\s*")
 PAD_TEXT = "(no result)"
+
+# Words that name nothing: a query made of them (and of words the question does not use) asks about no one.
+_FUNCTION_WORDS = frozenset(
+    "a an the of in on at to for by with from into about and or not is are was were be been being has have had "
+    "do does did what which who whom whose when where why how that this these those it its as than then there "
+    "name named year city country born birth birthplace founded founder founding headquarters invented inventor "
+    "invention place date".split())
+
+
+def query_names_the_subject(query: str, question: str) -> bool:
+    """Whether the query names something the question is about: a name the question capitalises (any word but
+    its first), or, in a question without such names, any word that is not a function word (a question with
+    neither passes every query).
+
+    The query guard gives the simulator the question and answer only then. A small simulator told the answer
+    writes it into "useful" documents whatever the query says, and RL finds that out: against the tuned
+    SmolLM2 simulator, 20 steps taught the policy to search for "birthplace" or "founder" alone (train reward
+    up, held-out strict EM with BM25 from 39.7 down to 12.7; a real engine returns nothing useful for those)."""
+    words = question.split()
+    subject = {normalize_answer(w) for w in words[1:] if w[:1].isupper()} - {""}
+    subject = subject or set(normalize_answer(question).split()) - _FUNCTION_WORDS
+    # a question that names nothing cannot be searched for by name: nothing to guard
+    return not subject or bool(set(normalize_answer(query).split()) & subject)
 
 
 def sft_prompt(query: str, kind: str, question: str | None, answer: str, k: int, words: int) -> str:
@@ -133,6 +157,7 @@ class SimulatedEngine(SearchEngine):
         answers: str = "first",
         seed: int = 0,
         answer_guard: bool = True,
+        query_guard: bool = True,
     ) -> None:
         if style not in ("sft", "prompt"):
             raise ValueError(f"simulator style must be 'sft' or 'prompt', not {style!r}")
@@ -151,11 +176,14 @@ class SimulatedEngine(SearchEngine):
         # still copies it at times). With a backend that enforces bans, the gold answers are banned
         # from noisy outputs while decoding.
         self.answer_guard = answer_guard
+        # The question and answer are given only for a query that names the question's subject (see
+        # query_names_the_subject); ZeroSearch gives them for every query.
+        self.query_guard = query_guard
         self._rng = random.Random(seed)
 
     def describe(self) -> dict:
         return {**super().describe(), "style": self.style, "backend": self.generator.name, "noise": self.noise,
-                "answer_guard": self.guarded}
+                "answer_guard": self.guarded, "query_guard": self.query_guard}
 
     @property
     def guarded(self) -> bool:
@@ -178,7 +206,8 @@ class SimulatedEngine(SearchEngine):
     def build_prompt(self, req: SearchRequest, kind: str, k: int) -> str:
         n = NUMBER_WORDS.get(k, str(k))
         answer = self._answer(req.golden_answers)
-        has_context = bool(req.question and answer)
+        has_context = bool(req.question and answer) and (
+            not self.query_guard or query_names_the_subject(req.query, req.question))
         if self.style == "sft":
             return sft_prompt(req.query, kind, req.question if has_context else None, answer, k, self.words)
         if kind == USEFUL:

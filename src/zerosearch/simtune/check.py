@@ -23,6 +23,12 @@ from ..metrics import normalize_answer
 from .collect import SearchSample, contains
 
 MIN_WORDS, MAX_WORDS = 4, 120
+# A query that names nothing the question is about. A real engine returns nothing useful for it; a simulator
+# that is told the answer and still writes it into the documents can be gamed by a policy that stops writing
+# queries (seen in RL against the tuned SmolLM2 simulator at lr 5e-5: the policy learned `<search> search
+# </search>`).
+PROBE_QUERY = "search"
+PROBE = "probe"
 
 
 def _bag_f1(a: str, b: str) -> float:
@@ -47,6 +53,9 @@ def check_simulator(sim: SimulatedEngine, samples: Sequence[SearchSample], *, k:
         for kind in (USEFUL, NOISY):
             reqs.append(SearchRequest(s.query, question=s.question, golden_answers=s.golden_answers, noise=kind))
             meta.append((s, kind))
+        if list(s.needed) == list(s.golden_answers):
+            reqs.append(SearchRequest(PROBE_QUERY, question=s.question, golden_answers=s.golden_answers, noise=USEFUL))
+            meta.append((s, PROBE))
     t0 = time.perf_counter()
     results = sim.search(reqs, topk=k)
     seconds = time.perf_counter() - t0
@@ -71,22 +80,28 @@ def check_simulator(sim: SimulatedEngine, samples: Sequence[SearchSample], *, k:
         return {"n": len(sel), "contains_target": _rate([x["hit"] for x in sel])}
 
     useful = [x for x in rows if x["kind"] == USEFUL]
+    probes = [x for x in rows if x["kind"] == PROBE]
+    rows = [x for x in rows if x["kind"] != PROBE]
     report = {
         "n_queries": len(samples),
         "k": k,
         "format_valid": _rate([x["valid"] for x in rows]),
         "errors": sum(x["error"] is not None for x in rows),
+        # useful results for the content-free query that still hold the answer (a real engine: 0)
+        "content_free_query_answer": {"n": len(probes), "contains_target": _rate([x["hit"] for x in probes])},
         "useful_contains_answer": part(lambda x: x["kind"] == USEFUL and x["final_hop"]),
         "noisy_contains_answer": part(lambda x: x["kind"] == NOISY and x["final_hop"]),
         "useful_contains_target_all_hops": part(lambda x: x["kind"] == USEFUL),
+        # a two-hop question's first search: does the simulator name the bridge entity (knowledge, not echo)?
+        "useful_contains_bridge": part(lambda x: x["kind"] == USEFUL and not x["final_hop"]),
         "noisy_contains_target_all_hops": part(lambda x: x["kind"] == NOISY),
         "fidelity_title_overlap": 100.0 * sum(x["title_overlap"] for x in useful) / max(len(useful), 1),
         "fidelity_text_f1": 100.0 * sum(x["text_f1"] for x in useful) / max(len(useful), 1),
         "tokens_per_query": sum(x["tokens"] for x in rows) / len(rows),
-        "seconds_per_query": seconds / len(rows),
+        "seconds_per_query": seconds / len(results),
         "simulator": sim.describe(),
     }
-    return {"report": report, "rows": rows}
+    return {"report": report, "rows": rows + probes}
 
 
 def report_markdown(reports: dict[str, dict[str, Any]]) -> str:
@@ -104,11 +119,21 @@ def report_markdown(reports: dict[str, dict[str, Any]]) -> str:
                     lambda r: "on" if r["simulator"].get("answer_guard") else "off"))
     out.append(line("useful results containing the hop's target (%, all hops)",
                     lambda r: f"{r['useful_contains_target_all_hops']['contains_target']:.1f}"))
+    out.append(line("useful first-hop results naming the bridge entity (%, two-hop questions)",
+                    lambda r: _bridge(r)))
+    out.append(line(f"useful results for the query '{PROBE_QUERY}' holding the answer (%, a real engine: 0)",
+                    lambda r: f"{r['content_free_query_answer']['contains_target']:.1f}"
+                    if r.get("content_free_query_answer", {}).get("n") else "-"))
     out.append(line("fidelity: titles shared with the real top-k (%)", lambda r: f"{r['fidelity_title_overlap']:.1f}"))
     out.append(line("fidelity: word F1 with the real top-k (%)", lambda r: f"{r['fidelity_text_f1']:.1f}"))
     out.append(line("tokens per query", lambda r: f"{r['tokens_per_query']:.0f}"))
     out.append(line("seconds per query", lambda r: f"{r['seconds_per_query']:.2f}"))
     return "\n".join(out) + "\n"
+
+
+def _bridge(report: dict[str, Any]) -> str:
+    part = report.get("useful_contains_bridge") or {"n": 0}
+    return f"{part['contains_target']:.1f} (n={part['n']})" if part["n"] else "-"
 
 
 def write_check(result: dict[str, Any], out_dir: str | Path, name: str) -> None:

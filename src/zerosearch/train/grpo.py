@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import torch
 
 from .. import protocol
-from ..agent.rollout import RolloutConfig, Trajectory, rollout
+from ..agent.rollout import RolloutConfig, RolloutStats, Trajectory, rollout
 from ..curriculum import NoiseSchedule
 from ..data.qa import QAExample, atomic_write_text
 from ..engines.base import NOISY, USEFUL, SearchEngine
@@ -56,6 +56,9 @@ class RLConfig:
     bf16: bool = False  # bfloat16 autocast for the policy update (fast on CPUs with AVX512-BF16)
     gradient_checkpointing: bool = False
     trainable_layers: int = 0  # 0 = all; n = only the top n decoder blocks (a CPU speed knob)
+    # Leave rows with zero advantage (groups whose rewards are all equal) out of the update: the same
+    # gradient for less work when beta = 0 (DAPO's dynamic sampling, without drawing replacement groups).
+    skip_uninformative: bool = True
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -143,6 +146,7 @@ class SearchRollout:
         self.last: dict[str, float] = {}
         self.log_path = Path(log_path) if log_path else None
         self._twin = None
+        self.last_rewards: list[float] | None = None
 
     def _generation_model(self, model):
         """With bf16 on a CPU, sample from a bfloat16 twin refreshed from the trained weights every step:
@@ -153,7 +157,13 @@ class SearchRollout:
         if self._twin is None:
             import copy
 
-            self._twin = copy.deepcopy(model).to(torch.bfloat16).eval()
+            twin = copy.deepcopy(model).to(torch.bfloat16).eval()
+            # accelerate (autocast, fp32 outputs) and the trainer (fused LM head) replace `forward` on the
+            # model instance with closures over the ORIGINAL model; a deep copy keeps them, so the twin would
+            # run the fp32 weights under autocast and never its own. The plain class forwards are what we want.
+            for m in twin.modules():
+                m.__dict__.pop("forward", None)
+            self._twin = twin
         with torch.no_grad():
             for dst, src in zip(self._twin.parameters(), model.parameters()):
                 dst.copy_(src)
@@ -198,12 +208,19 @@ class SearchRollout:
             gen_model, cfg = self._generation_model(model)
             was_training = gen_model.training
             gen_model.eval()
-            trajs = rollout(gen_model, tokenizer, examples, self.engine, cfg, noise=p, generator=self.generator)
+            stats = RolloutStats()
+            trajs = rollout(gen_model, tokenizer, examples, self.engine, cfg, noise=p, generator=self.generator,
+                            stats=stats)
             if was_training:
                 gen_model.train()
         scores = [score_answer(t.answer, ex.golden_answers) for t, ex in zip(trajs, examples)]
+        self.last_rewards = [s.f1 for s in scores]
         self.last = self.ledger.add(trajs)
-        self.last.update(noise_p=p if p is not None else 0.0, rollout_seconds=time.perf_counter() - t0)
+        self.last["batch_trajectories"] = len(trajs)
+        if getattr(trainer, "num_generations", None):
+            self.last["informative_groups"] = informative_fraction(self.last_rewards, trainer.num_generations)
+        self.last.update(noise_p=p if p is not None else 0.0, rollout_seconds=time.perf_counter() - t0,
+                         search_seconds=stats.engine_seconds, policy_tokens=stats.generated_tokens)
         if self.log_path is not None:
             with open(self.log_path, "a", encoding="utf-8") as f:
                 for t, ex, s in zip(trajs, examples, scores):
@@ -217,6 +234,13 @@ class SearchRollout:
             "zs_strict_em": [s.strict_em for s in scores],
             "zs_cover_em": [s.cover_em for s in scores],
         }
+
+
+def informative_fraction(rewards: Sequence[float], group: int) -> float:
+    """Share of groups (consecutive `group` rewards) whose rewards are not all equal: the groups with a
+    non-zero advantage, i.e. the ones an update can learn from."""
+    groups = [rewards[i : i + group] for i in range(0, len(rewards), group)]
+    return sum(len(set(g)) > 1 for g in groups) / max(len(groups), 1)
 
 
 def f1_reward(prompts, completions, zs_f1, zs_strict_em, zs_cover_em, log_metric=None, **kwargs) -> list[float]:
@@ -255,6 +279,7 @@ def make_grpo_config(rl: RLConfig, out_dir: str | Path, temperature: float, max_
         logging_steps=1,
         save_strategy="steps" if rl.save_steps else "no",
         save_steps=rl.save_steps or rl.steps,
+        save_total_limit=1,  # a resumed run needs the last checkpoint only (each holds the optimizer state)
         report_to="none",
         seed=rl.seed,
         data_seed=rl.seed,
@@ -276,8 +301,9 @@ def search_grpo_trainer_class():
     from trl import GRPOTrainer
 
     class SearchGRPOTrainer(GRPOTrainer):
-        def __init__(self, *args, **kwargs) -> None:
+        def __init__(self, *args, skip_uninformative: bool = False, **kwargs) -> None:
             super().__init__(*args, **kwargs)
+            self.skip_uninformative = skip_uninformative
             self._score_mask = None
             base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
             fused_forward = base.forward
@@ -292,15 +318,72 @@ def search_grpo_trainer_class():
 
             base.forward = forward
 
+        def _skips_uninformative(self) -> bool:
+            """Rows with zero advantage add exactly nothing to the gradient only without a KL or entropy term,
+            and without a batch-wide entropy quantile; the loss scale is restored for these two loss types."""
+            return (self.skip_uninformative and self.beta == 0.0
+                    and not getattr(self, "_entropy_bonus_enabled", False) and self.top_entropy_quantile >= 1.0
+                    and self.loss_type in ("grpo", "dapo"))
+
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            rewards = getattr(self.rollout_func, "last_rewards", None)
+            adv = out["advantages"]
+            if self._skips_uninformative() and rewards is not None and len(rewards) == adv.shape[0]:
+                # A group whose rewards are all equal has zero advantage up to rounding of its mean: make it
+                # exactly zero so the update can leave it out (DAPO's dynamic sampling, without re-sampling).
+                g = torch.tensor(rewards, dtype=torch.float64).view(-1, self.num_generations)
+                same = (g == g[:, :1]).all(dim=1).repeat_interleave(self.num_generations)
+                out["advantages"] = adv.masked_fill(same.to(adv.device), 0.0)
+            return out
+
         def _compute_loss(self, model, inputs):
+            scale = 1.0
+            if self._skips_uninformative():
+                inputs, scale = informative_rows(inputs, mean_over_rows=self.loss_type == "grpo")
             tool_mask = inputs.get("tool_mask")
             self._score_mask = None if tool_mask is None else inputs["completion_mask"] * tool_mask
             try:
-                return super()._compute_loss(model, inputs)
+                return super()._compute_loss(model, inputs) * scale
             finally:
                 self._score_mask = None
 
     return SearchGRPOTrainer
+
+
+def informative_rows(inputs: dict[str, Any], *, mean_over_rows: bool) -> tuple[dict[str, Any], float]:
+    """The update's rows with a non-zero advantage, their padding cut off, and the factor that keeps the loss
+    (hence the gradient) what it was over all rows. With no KL term a zero-advantage row's loss is exactly 0,
+    so leaving it out changes nothing but the work. `mean_over_rows`: the loss averages per-row means (GRPO),
+    so the kept rows' mean is scaled by kept/total; a token-sum loss over a fixed normaliser (DAPO) needs no
+    factor. At least one row is kept, so every process still runs a forward and a backward pass."""
+    adv = inputs["advantages"]
+    total = adv.shape[0]
+    keep = (adv != 0) if adv.dim() == 1 else (adv != 0).any(dim=1)
+    informative = int(keep.sum())
+    if informative == total:
+        return inputs, 1.0
+    if informative == 0:
+        keep = torch.zeros_like(keep)
+        keep[0] = True
+    idx = keep.nonzero().squeeze(1)
+    out = {k: v.index_select(0, idx) if torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] == total else v
+           for k, v in inputs.items()}
+    # Cut columns that are padding in every kept row: prompts are padded on the left, completions on the right.
+    p_mask, c_mask = out["prompt_mask"], out["completion_mask"]
+    first = int(p_mask.any(dim=0).nonzero()[0]) if bool(p_mask.any()) else 0
+    last = int(c_mask.any(dim=0).nonzero()[-1]) + 1 if bool(c_mask.any()) else 1
+    tc = c_mask.shape[1]
+    for k, v in out.items():
+        if not torch.is_tensor(v) or v.dim() < 2:
+            continue
+        if k.startswith("prompt"):
+            out[k] = v[:, first:]
+        elif v.shape[1] == tc:
+            out[k] = v[:, :last]
+    if informative == 0:
+        return out, 0.0
+    return out, informative / total if mean_over_rows else 1.0
 
 
 def keep_rows_until(path: Path, last_step: int) -> None:
@@ -406,6 +489,7 @@ def train_policy(
         processing_class=tokenizer,
         rollout_func=rollout_fn,
         callbacks=[log.callback],
+        skip_uninformative=rl.skip_uninformative,
     )
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=last_ckpt)

@@ -1,0 +1,111 @@
+"""Policy trajectories per minute of RL training: the step as it was on 2026-12-02 vs the step shipped now,
+side by side in one process, against the real engine (BM25) and against the tuned simulator.
+
+"before" is the demo's step of that day: 16 trajectories a step (4 questions x 4), every row in the update,
+and the sampling twin as it was built then (a deep copy that kept accelerate's and the trainer's `forward`
+closures, so it sampled from the fp32 model under autocast instead of its own bfloat16 weights).
+"now" is `zerosearch train` today: the twin samples from its own packed bfloat16 weights, groups whose
+rewards are all equal are left out of the update (`rl.skip_uninformative`, the same gradient), and
+`--questions` questions a step (more trajectories share each decoding step).
+
+Each variant runs `--steps` RL steps of `train_policy` from the same warm start, timed from the call to
+its return (trainer set-up and the first step's one-off costs included, as a user pays them).
+
+    python benchmarks/rl_step.py                      # after `make demo`: its warm start and simulator
+    python benchmarks/rl_step.py --policy runs/demo/warmstart/model --simulator runs/demo/simulator/model
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from zerosearch.data.world import build_world, write_world
+from zerosearch.demo import CONFIG_DIR, _simulator, load_demo_config
+from zerosearch.engines import EngineConfig
+from zerosearch.llm.local import load_causal_lm
+from zerosearch.train import grpo
+from zerosearch.train.grpo import SearchRollout, train_policy
+
+_CURRENT_TWIN = SearchRollout._generation_model
+
+
+def _twin_as_before(self, model):
+    """The sampling twin as it was built before the fix: a deep copy that keeps the instance-level forward."""
+    if not self.cfg.bf16 or next(model.parameters()).device.type != "cpu":
+        return model, self.cfg
+    if self._twin is None:
+        self._twin = copy.deepcopy(model).to(torch.bfloat16).eval()
+    with torch.no_grad():
+        for dst, src in zip(self._twin.parameters(), model.parameters()):
+            dst.copy_(src)
+    return self._twin, dataclasses.replace(self.cfg, bf16=False)
+
+
+def run(variant: str, engine, policy: str, questions, out: Path, run_cfg, steps: int, per_step: int) -> dict:
+    before = variant == "before"
+    SearchRollout._generation_model = _twin_as_before if before else _CURRENT_TWIN
+    rl = dataclasses.replace(run_cfg.rl, steps=steps, questions_per_step=4 if before else per_step,
+                             skip_uninformative=not before, save_steps=0)
+    model, tok = load_causal_lm(policy)
+    t0 = time.perf_counter()
+    train_policy(policy, engine, questions, out, rollout_cfg=run_cfg.rollout, rl=rl, curriculum=run_cfg.curriculum,
+                 model=model, tokenizer=tok)
+    seconds = time.perf_counter() - t0
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    n = sum(r["batch_trajectories"] for r in rows)
+    informative = sum(r.get("informative_groups", 0.0) for r in rows) / len(rows)
+    return {"trajectories": n, "seconds": seconds, "per_minute": 60 * n / seconds, "informative": informative,
+            "rollout": sum(r["rollout_seconds"] for r in rows), "search": sum(r["search_seconds"] for r in rows)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--policy", default="runs/demo/warmstart/model", help="the warm-started policy to train")
+    ap.add_argument("--simulator", default="runs/demo/simulator/model", help="the tuned simulator")
+    ap.add_argument("--config", default=str(CONFIG_DIR / "demo-cpu.yaml"), help="rollout / RL / curriculum settings")
+    ap.add_argument("--steps", type=int, default=4, help="RL steps per variant")
+    ap.add_argument("--questions", type=int, default=None, help="questions a step now (default: the config's)")
+    ap.add_argument("--engines", default="bm25,simulator")
+    args = ap.parse_args()
+    for path in (args.policy, args.simulator):
+        if not Path(path).exists():
+            raise SystemExit(f"{path} does not exist: run `make demo` first, or pass --policy / --simulator")
+    cfg = load_demo_config(args.config)
+    run_cfg = cfg.run
+    per_step = args.questions or run_cfg.rl.questions_per_step
+    world = build_world(seed=cfg.demo.world_seed, n_entities=cfg.demo.entities)
+    tmp = Path(tempfile.mkdtemp(prefix="rl-step-"))
+    paths = write_world(world, tmp / "world")
+    questions = [q for q in world.train if q.metadata["hops"] in cfg.demo.hops][: cfg.demo.rl_questions]
+    k = run_cfg.rollout.topk
+    engines = {"bm25": lambda: EngineConfig(kind="bm25", corpus=str(paths["corpus"]), topk=k).build(),
+               "simulator": lambda: _simulator(args.simulator, "sft", run_cfg)}
+    g = run_cfg.rl.num_generations
+    print(f"policy {args.policy}; {args.steps} RL steps per variant; before: 4 questions x {g} a step, "
+          f"now: {per_step} x {g}; torch threads {torch.get_num_threads()}", flush=True)
+    for name in args.engines.split(","):
+        engine = engines[name]()
+        results = {}
+        for variant in ("before", "now"):
+            r = run(variant, engine, args.policy, questions, tmp / f"{name}-{variant}", run_cfg, args.steps, per_step)
+            results[variant] = r
+            print(f"{name:9s} {variant:6s} {r['trajectories']:4d} trajectories in {r['seconds']:6.1f} s: "
+                  f"{r['per_minute']:6.1f} trajectories/min (rollout {r['rollout']:.0f} s, of which search "
+                  f"{r['search']:.0f} s; informative groups {r['informative']:.0%})", flush=True)
+        print(f"{name:9s} ratio (now / before): {results['now']['per_minute'] / results['before']['per_minute']:.2f}x "
+              f"trajectories per minute", flush=True)
+        engine.close()
+    SearchRollout._generation_model = _CURRENT_TWIN
+    del grpo
+
+
+if __name__ == "__main__":
+    main()

@@ -35,8 +35,9 @@ def test_search_bm25_prints_k_documents(tmp_path):
 
 
 def test_commands_have_help():
-    for cmd in (["world"], ["search"], ["serve"], ["train"], ["warmstart"], ["eval"], ["ask"], ["demo"],
-                ["simtune", "collect"], ["simtune", "dataset"], ["simtune", "tune"], ["simtune", "check"]):
+    for cmd in (["world"], ["search"], ["serve"], ["train"], ["warmstart"], ["eval"], ["ask"], ["demo"], ["experiment"],
+                ["simtune", "pretrain"], ["simtune", "collect"], ["simtune", "dataset"], ["simtune", "tune"],
+                ["simtune", "check"]):
         r = runner.invoke(app, [*cmd, "--help"])
         assert r.exit_code == 0, (cmd, r.output)
 
@@ -56,3 +57,13 @@ def test_search_with_the_packaged_simulator_prints_k_documents():
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["engine"] == "simulated" and out["kind"] == "useful" and len(out["documents"]) == 3
+
+
+def test_simtune_pretrain_and_the_comparison_commands_fail_clearly_on_bad_input(tmp_path):
+    r = runner.invoke(app, ["simtune", "pretrain", "--corpus", str(tmp_path / "none.jsonl"), "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "no corpus file" in r.output
+    r = runner.invoke(app, ["experiment", "--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "no config file" in r.output
+    (tmp_path / "bad.yaml").write_text("demo:\n  arms: [{name: a, engine: google}]\n")
+    r = runner.invoke(app, ["demo", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "y")])
+    assert r.exit_code == 2 and "engine must be one of" in r.output

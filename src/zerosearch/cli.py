@@ -545,6 +545,15 @@ def simtune_dataset(
                   f"{len(held)} held-out searches in {out}/heldout.jsonl")
 
 
+def _train(status: str, fn):
+    """Run a simulator training job under a status line; bad data is a clear error, not a traceback."""
+    with console.status(status):
+        try:
+            return fn()
+        except ValueError as e:
+            _fail(str(e))
+
+
 @simtune_app.command("pretrain")
 def simtune_pretrain(
     corpus: Path = typer.Option(..., "--corpus", help="FlashRAG corpus jsonl (id, contents) the simulator should know."),
@@ -564,11 +573,8 @@ def simtune_pretrain(
         _fail(f"no corpus file {corpus}")
     m, tok = _load_policy(model)
     cfg = SFTConfig(steps=steps, batch_size=batch_size, learning_rate=lr, bf16=bf16)
-    with console.status(f"pre-training {model} on {corpus}: {steps} steps at lr {lr:g}…"):
-        try:
-            summary = pretrain_simulator(model, corpus, out, sft=cfg, model=m, tokenizer=tok)
-        except ValueError as e:
-            _fail(str(e))
+    summary = _train(f"pre-training {model} on {corpus}: {steps} steps at lr {lr:g}…",
+                     lambda: pretrain_simulator(model, corpus, out, sft=cfg, model=m, tokenizer=tok))
     losses = summary["losses"]
     console.print(f"{summary['articles']} articles, {summary['epochs']} epochs: loss {losses[0]['loss']:.3f} → "
                   f"{losses[-1]['loss']:.3f} in {summary['seconds']:.0f} s; model in {summary['model_dir']}")
@@ -594,11 +600,8 @@ def simtune_tune(
     rate = lr or suggested_lr(sum(p.numel() for p in m.parameters()))
     cfg = SFTConfig(steps=steps, batch_size=batch_size, learning_rate=rate, lora_r=lora_r, bf16=bf16,
                     trainable_layers=trainable_layers)
-    with console.status(f"tuning {model}: {steps} steps at lr {rate:g}…"):
-        try:
-            summary = tune_simulator(model, data, out, sft=cfg, model=m, tokenizer=tok)
-        except ValueError as e:
-            _fail(str(e))
+    summary = _train(f"tuning {model}: {steps} steps at lr {rate:g}…",
+                     lambda: tune_simulator(model, data, out, sft=cfg, model=m, tokenizer=tok))
     losses = summary["losses"]
     console.print(f"loss {losses[0]['loss']:.3f} → {losses[-1]['loss']:.3f} in {summary['seconds']:.0f} s; "
                   f"simulator in {summary['model_dir']}")

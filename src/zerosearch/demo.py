@@ -106,6 +106,11 @@ def load_demo_config(path: str | Path) -> Demo:
     return Demo(run_config_from_dict(data), build_section(DemoSettings, section, "demo"))
 
 
+def _slug(name: str) -> str:
+    """A file or folder name for a stage, a method or a simulator."""
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
 class Stages:
     """Runs each named stage once. A finished stage's JSON result is kept in OUT/stages/<name>.json and read
     back, not recomputed, when the pipeline runs again in the same folder. Stages run in order and each may
@@ -117,7 +122,7 @@ class Stages:
         self.upstream_reused = True
 
     def __call__(self, name: str, fn: Callable[[], Any]) -> Any:
-        path = self.dir / ("".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") + ".json")
+        path = self.dir / f"{_slug(name)}.json"
         if path.exists() and not self.ran:
             saved = json.loads(path.read_text())
             self.seconds[name] = saved["seconds"]
@@ -214,10 +219,12 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None 
 
     sim_base = base_model
     if ds.pretrain_steps:
-        sim_base = stage("simulator pre-training on the corpus", lambda: {
-            k_: v for k_, v in pretrain_simulator(base_model, world.corpus, out / "simulator-pretrain",
-                                                  sft=sft(ds.pretrain_steps, ds.pretrain_batch_size, ds.pretrain_lr)).items()
-            if k_ != "model"})["model_dir"]
+        def pretrain() -> dict[str, Any]:
+            summary = pretrain_simulator(base_model, world.corpus, out / "simulator-pretrain",
+                                         sft=sft(ds.pretrain_steps, ds.pretrain_batch_size, ds.pretrain_lr))
+            return {"model_dir": summary["model_dir"], "seconds": summary["seconds"], "epochs": summary["epochs"]}
+
+        sim_base = stage("simulator pre-training on the corpus", pretrain)["model_dir"]
 
     sim_dir = out / "simulator"
 
@@ -264,7 +271,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None 
         reports = {}
         for name in checked_sims:
             result = check_simulator(engine(name), final + first, k=k)
-            write_check(result, sim_dir / "check", "".join(c if c.isalnum() else "-" for c in name))
+            write_check(result, sim_dir / "check", _slug(name))
             reports[name] = result["report"]
             if name != "tuned" and not any(a.engine == name for a in ds.arms):
                 engines.pop(name).close()  # checked only: free its memory
@@ -297,8 +304,9 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None 
                                 curriculum=curriculum, resume=resume, model=model, tokenizer=tok)
 
         summaries[arm.name] = stage(arm.label, rl)
-    for e in engines.values():
-        e.close()
+    for name, e in engines.items():
+        if name != "bm25":  # the real engine still serves the evaluations
+            e.close()
 
     eval_cfg = RolloutConfig(max_turns=run.rollout.max_turns, max_new_tokens=run.rollout.max_new_tokens,
                              topk=k, temperature=0.0, max_obs_tokens=run.rollout.max_obs_tokens,
@@ -313,7 +321,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None 
                         built if arm.engine == "tuned" else 0, arm.name))
     rows = []
     for label, method, model_path, train_real, sim_real, key in methods:
-        slug = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
+        slug = _slug(label)
 
         def evaluate(label=label, method=method, model_path=model_path, slug=slug) -> dict[str, Any]:
             # evaluation only generates: bfloat16 weights are faster than autocasting fp32 ones

@@ -30,21 +30,28 @@ def test_pipeline_on_a_world_seed_the_code_never_used(tmp_path):
         "rl": {"steps": 1, "questions_per_step": 2, "num_generations": 2},
         "warmstart": {"demos": 4, "sft": {"steps": 1, "batch_size": 2}},
     }))
-    _invoke(["warmstart", "--config", config, "--policy", policy, "--train-data", w, "--out", tmp_path / "ws"])
+    out = _invoke(["warmstart", "--config", config, "--policy", policy, "--train-data", w, "--out", tmp_path / "ws",
+                   "--search-price", 1000])
     assert (tmp_path / "ws" / "model" / "config.json").exists()
+    searched = json.loads((tmp_path / "ws" / "warmstart.json").read_text())["search_cost"]["real_searches"]
+    assert searched > 0
+    assert f"search cost: {searched} real searches (${searched:.2f} at $1,000.00 / 1,000); 0 simulated" in out
     _invoke(["train", "--config", config, "--policy", tmp_path / "ws" / "model", "--train-data", w,
              "--out", tmp_path / "rl"])
     assert (tmp_path / "rl" / "policy" / "config.json").exists()
     summary = json.loads((tmp_path / "rl" / "summary.json").read_text())
     assert summary["steps"] == 1 and summary["engine"]["engine"] == "bm25"
+    assert summary["search_cost"]["real_searches"] == summary["real_searches"]
+    assert summary["search_cost"]["price_per_1000"] == 586.7 / 64  # the default, as nothing else was asked for
 
     n_test = len((w / "test.jsonl").read_text().splitlines())
     _invoke(["eval", "--policy", tmp_path / "rl" / "policy", "--data", w, "--engine", "bm25", "--corpus",
              w / "corpus.jsonl", "--out", tmp_path / "eval", "--max-new-tokens", 8])
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["n"] == n_test and len((tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()) == n_test
-    _invoke(["eval", "--baseline", "rag", "--policy", policy, "--data", w, "--limit", 5, "--engine", "bm25",
-             "--corpus", w / "corpus.jsonl", "--out", tmp_path / "rag"])
+    out = _invoke(["eval", "--baseline", "rag", "--policy", policy, "--data", w, "--limit", 5, "--engine", "bm25",
+                   "--corpus", w / "corpus.jsonl", "--out", tmp_path / "rag"])
+    assert "search cost: 5 real searches ($0.05 at $9.17 / 1,000); 0 simulated" in out
     assert json.loads((tmp_path / "rag" / "report.json").read_text())["searches_per_question"] == 1.0
 
     out = _invoke(["ask", "Who founded the Nothing Society?", "--policy", policy, "--engine", "bm25", "--corpus",

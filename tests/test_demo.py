@@ -78,6 +78,21 @@ def test_quick_pipeline_writes_every_row_interval_check_and_figure(quick_run):
     assert noise and set(noise) == {0.5}
     table = (out / "results.md").read_text()
     assert "strict EM vs warm start [95% CI]" in table and "| RL, tuned simulator |" in table and "2-hop" in table
+    # the cost column: real searches of a method's training and of building its simulator, priced; simulated ones
+    price = result["search_price_per_1000"]
+    assert price == pytest.approx(586.7 / 64)
+    assert "search cost of its training and simulator (real searches at $9.17 / 1,000)" in table
+    cost = {m: r["search_cost"] for m, r in rows.items()}
+    assert all(cost[m]["real_searches"] == r["training_real_searches"] + r["simulator_real_searches"] for m, r in rows.items())
+    assert cost["RL, tuned simulator"]["real_searches"] == result["collected_searches"] > 0
+    assert cost["RL, real engine (BM25)"]["real_searches"] == rows["RL, real engine (BM25)"]["training_real_searches"]
+    assert cost["RL, real engine (BM25)"]["simulated_searches"] == 0
+    assert all(c["real_cost_usd"] == pytest.approx(c["real_searches"] * price / 1000, abs=1e-4) for c in cost.values())
+    assert cost["direct (no search)"]["real_searches"] == cost["direct (no search)"]["simulated_searches"] == 0
+    warm = cost["warm start (tuned simulator)"]  # its demonstrations were written by the tuned simulator
+    assert warm["simulated_searches"] > 0 and warm["simulated_tokens"] > 0 and warm["simulated_seconds"] > 0
+    assert (f"${warm['real_cost_usd']:.2f} ({warm['real_searches']} real); {warm['simulated_searches']} simulated "
+            f"({warm['simulated_tokens']:,} tokens") in table
     assert (out / "learning.png").exists() and (out / "simulator-pretrain" / "model" / "config.json").exists()
 
 

@@ -16,7 +16,7 @@ def test_every_question_is_scored_with_per_dataset_counts(tiny_tokenizer, tmp_pa
     scripts = {f"item{i}z": ["<search> s </search>", f"<answer> a{i if i % 2 else 'x'} </answer>"] for i in range(37)}
     model = ScriptedLM(tiny_tokenizer, scripts)
     report, rows = run_eval("agent", model, tiny_tokenizer, exs, RecordingEngine(),
-                            RolloutConfig(max_turns=2, max_new_tokens=16, batch_size=8))
+                            RolloutConfig(max_turns=2, max_new_tokens=16, batch_size=8), price_per_1000=10.0)
     assert report.n == len(rows) == 37
     assert report.per_dataset["nq"]["n"] == 30 and report.per_dataset["bamboogle"]["n"] == 7
     assert report.strict_em == pytest.approx(100 * 18 / 37)
@@ -24,6 +24,10 @@ def test_every_question_is_scored_with_per_dataset_counts(tiny_tokenizer, tmp_pa
     paths = write_report(report, rows, tmp_path, title="t")
     assert json.loads(paths["json"].read_text())["n"] == 37
     assert "| bamboogle | 7 |" in paths["markdown"].read_text()
+    # the cost ledger: 37 real searches at $10 per 1,000
+    cost = json.loads(paths["json"].read_text())["search_cost"]
+    assert cost["real_searches"] == 37 and cost["simulated_searches"] == 0 and cost["real_cost_usd"] == pytest.approx(0.37)
+    assert "search cost: 37 real searches ($0.37 at $10.00 / 1,000); 0 simulated" in paths["markdown"].read_text()
     assert len(paths["rows"].read_text().splitlines()) == 37
 
 

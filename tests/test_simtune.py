@@ -59,7 +59,7 @@ def test_sft_record_is_chat_messages_with_k_documents():
     user, assistant = rec["messages"]
     assert user["role"] == "user" and assistant["role"] == "assistant"
     assert 'answer the question: "Question 0?" whose answer is Paris' in user["content"]
-    assert user["content"].endswith("Query: query 0\nUseful Output:")
+    assert user["content"].endswith("Query: query 0\nUseful Output:\n")  # the official text ends with a newline
     assert assistant["content"].splitlines()[0] == "Doc 1: (Title: T0) Paris is big"
     docs, repaired = parse_documents(assistant["content"], 3)
     assert repaired == 0 and docs[0] == ("T0", "Paris is big")

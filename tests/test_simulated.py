@@ -3,7 +3,7 @@ from collections import Counter
 import pytest
 
 from zerosearch.engines.base import NOISY, USEFUL, SearchRequest
-from zerosearch.engines.simulated import PAD_TEXT, SimulatedEngine, parse_documents, sft_prompt, sft_target
+from zerosearch.engines.simulated import SimulatedEngine, parse_documents, sft_prompt, sft_target
 from zerosearch.llm.base import Generation, TextGenerator
 
 
@@ -29,24 +29,58 @@ class EchoGenerator(TextGenerator):
         return out
 
 
-def test_parse_exactly_k_documents_and_count_repairs():
-    docs, rep = parse_documents("Doc 1: (Title: X) one.\nDoc 2: two.\nDoc 3: three.\nDoc 4: four.", 3)
-    assert docs == [("X", "one."), ("", "two."), ("", "three.")] and rep == 0
-    docs, rep = parse_documents("Doc 1: only one", 3)
-    assert [d[1] for d in docs] == ["only one", PAD_TEXT, PAD_TEXT] and rep == 2
+def test_parse_at_most_k_clean_documents_and_count_repairs():
+    docs, rep = parse_documents("Doc 1: (Title: X) one.\nDoc 2: two words. More.\nDoc 3: three.\nDoc 4: four.", 3)
+    # untitled documents get a title from their first words, never `Title: ""`; each such repair counts
+    assert docs == [("X", "one."), ("two words", "two words. More."), ("three", "three.")] and rep == 2
+    # fewer documents than asked: fewer come back, no padding presented as a document; the missing ones count
+    docs, rep = parse_documents("Doc 1: (Title: Only) only one", 3)
+    assert docs == [("Only", "only one")] and rep == 2
+    docs, rep = parse_documents("Doc 1: (Title: Bare)\nDoc 2: (Title: Ok) fine", 2)
+    assert docs == [("Ok", "fine")] and rep == 1
     docs, rep = parse_documents("No markers. Just sentences. Three of them. And four.", 2)
-    assert len(docs) == 2 and rep == 2
-    docs, rep = parse_documents("", 3)
-    assert len(docs) == 3 and rep == 3
+    assert len(docs) == 2 and rep == 2 and all(t for t, _ in docs)
+    assert parse_documents("", 3) == ([], 3)
 
 
-def test_sft_prompt_has_the_papers_wording():
-    p = sft_prompt("q words", "useful", "Who?", "Ann", 5, 30)
-    assert p.startswith("You are the Google search engine.\nGiven a query, you need to generate five useful documents")
-    assert 'The user is trying to answer the question: "Who?" whose answer is Ann.' in p
-    assert p.endswith("Query: q words\nUseful Output:")
-    assert "noisy information" in sft_prompt("q", "noisy", "Who?", "Ann", 3, 30)
+def test_reply_is_cut_at_the_next_document_as_the_original():
+    text = "Doc 1: (Title: A) a.\n\nDoc 2: (Title: B) b.\n\nDoc 3: (Title: C) c.\nDoc 4: (Title: D) d."
+    docs, rep = parse_documents(text, 2)
+    assert docs == [("A", "a."), ("B", "b.")] and rep == 0
+
+
+# The prompt the original trainer sends a fine-tuned simulator (PAPER §1.3, `search_simulate_sft`), byte for
+# byte: five documents whatever top-k is, and a newline after the last line.
+OFFICIAL_USEFUL = (
+    "You are the Google search engine.\n"
+    "Given a query, you need to generate five useful documents for the query.\n"
+    "\n"
+    'The user is trying to answer the question: "who wrote hamlet" whose answer is William Shakespeare.\n'
+    "Each document should contain about 30 words, and these documents should contain useful information.\n"
+    "\n"
+    "Query: hamlet author\n"
+    "Useful Output:\n"
+)
+
+
+def test_sft_prompt_is_the_official_text_byte_for_byte():
+    for k in (1, 3, 5):
+        assert sft_prompt("hamlet author", "useful", "who wrote hamlet", "William Shakespeare", k, 30) == OFFICIAL_USEFUL
+    official_noisy = OFFICIAL_USEFUL.replace("useful", "noisy").replace("Useful Output", "Noisy Output")
+    assert sft_prompt("hamlet author", "noisy", "who wrote hamlet", "William Shakespeare", 3, 30) == official_noisy
+    assert "generate eight useful documents" in sft_prompt("q", "useful", "Who?", "Ann", 8, 30)
     assert sft_target([("T", "x"), ("", "y")]) == "Doc 1: (Title: T) x\nDoc 2: y"
+
+
+def test_engine_sends_the_official_prompt_and_stops_at_the_next_document():
+    gen = EchoGenerator()
+    calls = []
+    real_generate = gen.generate
+    gen.generate = lambda prompts, **kw: calls.append(kw) or real_generate(prompts, **kw)
+    sim = SimulatedEngine(gen, style="sft", topk=2, query_guard=False)
+    sim.search([SearchRequest("hamlet author", "who wrote hamlet", ["William Shakespeare"], USEFUL)])
+    assert gen.prompts == [OFFICIAL_USEFUL]
+    assert calls[0]["stop"] == ["Doc 3"]
 
 
 def test_every_request_gets_its_own_question_and_forced_kind():

@@ -28,11 +28,15 @@ def test_grpo_run_writes_policy_metrics_and_plots(tiny_model, tiny_tokenizer, tm
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     for key in ("reward", "f1", "strict_em", "cover_em", "searches_per_question", "invalid_action_rate", "noise_p",
-                "useful", "noisy", "seconds"):
+                "useful", "noisy", "seconds", "simulated_searches", "simulated_tokens", "simulated_seconds"):
         assert key in rows[0]
     for name in ("reward.png", "searches.png", "noise.png", "summary.json", "policy/config.json"):
         assert (tmp_path / name).exists()
     assert summary["real_searches"] == len(engine.requests)
+    cost = json.loads((tmp_path / "summary.json").read_text())["search_cost"]
+    assert cost["real_searches"] == len(engine.requests) == sum(r["real_searches"] for r in rows)
+    assert cost["real_cost_usd"] == pytest.approx(len(engine.requests) * 586.7 / 64 / 1000, abs=1e-4)
+    assert cost["simulated_searches"] == 0 and cost["summary"].startswith(f"{len(engine.requests)} real search")
 
 
 class _Trainer:
@@ -63,6 +67,9 @@ def test_curriculum_noise_comes_from_the_trainer_step(tiny_model, tiny_tokenizer
         assert set(out) >= {"prompt_ids", "completion_ids", "logprobs", "env_mask"}
         assert len(out["completion_ids"]) == 2 and out["zs_f1"] == [1.0, 1.0]
     assert [s[0] for s in seen] == pytest.approx([0.0, 0.25, 0.75])
+    # each step's simulated searches and simulator seconds go to that step's metrics; the ledger keeps the total
+    assert fn.last["simulated_searches"] == 2 and fn.last["simulated_seconds"] > 0 and fn.last["real_searches"] == 0
+    assert fn.cost.simulated_searches == 6 and fn.cost.real_searches == 0
     real = SearchRollout(RecordingEngine(), RolloutConfig(), qs, NoiseSchedule(0.0, 0.75))
     assert real.noise_at(50, 100) is None  # real engines get no noise
 
@@ -76,6 +83,10 @@ def test_resume_continues_the_step_count_and_schedule(tiny_tokenizer, tmp_path):
     train_policy("tiny", sim, _questions(8), tmp_path, rl=RLConfig(steps=2, questions_per_step=2, num_generations=2,
                  save_steps=1), model=build_tiny_model(tiny_tokenizer), **kw)
     assert (tmp_path / "checkpoints" / "checkpoint-2").exists()
+    # what steps 1-2 searched (this tiny policy does not search: the rows are made to say it did)
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps({**json.loads(line), "simulated_searches": 5, "simulated_tokens": 40,
+                                           "real_searches": 1.0}) + "\n" for line in metrics.read_text().splitlines()))
     # a longer run resumed from the checkpoint of step 2
     summary = train_policy("tiny", sim, _questions(8), tmp_path, rl=RLConfig(steps=4, questions_per_step=2,
                            num_generations=2, save_steps=1), resume=True, model=build_tiny_model(tiny_tokenizer), **kw)
@@ -84,6 +95,10 @@ def test_resume_continues_the_step_count_and_schedule(tiny_tokenizer, tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     sched = NoiseSchedule(0.0, 0.5)
     assert rows[2]["noise_p"] == pytest.approx(sched(2, 4)) and rows[3]["noise_p"] == pytest.approx(sched(3, 4))
+    # the cost of the resumed run covers the steps before the checkpoint too
+    cost = summary["search_cost"]
+    assert cost["simulated_searches"] == 10 + rows[2]["simulated_searches"] + rows[3]["simulated_searches"]
+    assert cost["simulated_tokens"] == 80 and cost["real_searches"] == summary["real_searches"] == 2
 
 
 def test_run_killed_after_a_checkpoint_resumes_with_the_same_steps_and_noise_schedule(tmp_path):
@@ -175,9 +190,16 @@ def test_grpo_wiring_learns_a_trivial_search_task(tmp_path):
     eval_qs = qs * 4
     before = _success_rate(model, tok, eval_qs, engine, seed=1)
     assert 0.15 <= before <= 0.85, f"the warm start should leave room to learn, got {before}"
-    train_policy("tiny", engine, qs, tmp_path / "rl", rollout_cfg=RolloutConfig(max_turns=1, max_new_tokens=12,
-                 temperature=1.0), rl=RLConfig(steps=15, questions_per_step=4, num_generations=4, learning_rate=2e-3,
-                 seed=0), model=model, tokenizer=tok)
+    searched_before = len(engine.requests)
+    summary = train_policy("tiny", engine, qs, tmp_path / "rl", rollout_cfg=RolloutConfig(max_turns=1,
+                           max_new_tokens=12, temperature=1.0), rl=RLConfig(steps=15, questions_per_step=4,
+                           num_generations=4, learning_rate=2e-3, seed=0), model=model, tokenizer=tok,
+                           price_per_1000=1000.0)
+    # every search of the run reached the (real) engine and is priced: $1 each here
+    trained = len(engine.requests) - searched_before
+    rows = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
+    assert trained > 0 and summary["search_cost"]["real_searches"] == trained == sum(r["real_searches"] for r in rows)
+    assert summary["search_cost"]["real_cost_usd"] == pytest.approx(trained)
     after = _success_rate(model.eval(), tok, eval_qs, engine, seed=1)
     print("success rate before", before, "after", after)
     assert after >= before + 0.25, (before, after)
@@ -271,3 +293,54 @@ def test_informative_rows_keep_one_row_when_no_group_has_signal():
     out, scale = informative_rows(inputs, mean_over_rows=True)
     assert out["completion_ids"].shape[0] == 1 and scale == 0.0
     assert informative_fraction([1.0, 1.0, 0.0, 1.0, 0.5, 0.5], 2) == pytest.approx(1 / 3)
+
+
+def _tensorboard_scalars(folder) -> dict[str, list[int]]:
+    """Tag -> steps of the scalars in a folder's event files (TFRecord framing: length, crc, event, crc)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    steps: dict[str, list[int]] = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data, pos = path.read_bytes(), 0
+        while pos < len(data):
+            (n,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = Event.FromString(data[pos + 12:pos + 12 + n])
+            pos += 12 + n + 4
+            for v in event.summary.value:
+                if v.HasField("simple_value"):
+                    steps.setdefault(v.tag, []).append(event.step)
+    return steps
+
+
+def test_report_to_tensorboard_writes_the_sft_losses_in_the_run_folder(tiny_model, tiny_tokenizer, tmp_path):
+    demos = [_demo(tiny_tokenizer, q.question, search=True) for q in _questions(4)]
+    cfg = SFTConfig(steps=2, batch_size=2, report_to="tensorboard")
+    (tmp_path / "tensorboard").mkdir()
+    (tmp_path / "tensorboard" / "events.out.tfevents.0.earlier-run").write_bytes(b"")
+    sft_train(tiny_model, tiny_tokenizer, demos, tmp_path, cfg)
+    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and "earlier-run" not in events[0].name  # a fresh run does not mix in old curves
+    assert _tensorboard_scalars(tmp_path / "tensorboard")["train/loss"] == [1, 2]
+    assert not list((tmp_path / "checkpoints").rglob("events.out.tfevents.*"))
+
+
+def test_report_to_tensorboard_writes_the_grpo_metrics_next_to_metrics_jsonl(tiny_model, tiny_tokenizer, tmp_path):
+    train_policy("tiny", RecordingEngine(), _questions(4), tmp_path, rollout_cfg=RolloutConfig(max_turns=1, max_new_tokens=8),
+                 rl=RLConfig(steps=1, questions_per_step=2, num_generations=2, report_to="tensorboard"),
+                 model=tiny_model, tokenizer=tiny_tokenizer)
+    scalars = _tensorboard_scalars(tmp_path / "tensorboard")
+    assert scalars["train/loss"] == scalars["train/reward"] == scalars["train/f1"] == [1]
+    assert (tmp_path / "metrics.jsonl").exists()
+
+
+def test_unknown_report_to_is_a_clear_error():
+    from zerosearch.settings import run_config_from_dict
+
+    for make in (lambda: RLConfig(report_to="mlflow"), lambda: SFTConfig(report_to="tensorbord")):
+        with pytest.raises(ValueError, match="report_to must be one of none, tensorboard, wandb, trackio"):
+            make()
+    with pytest.raises(ValueError, match="warmstart.sft: report_to must be one of"):
+        run_config_from_dict({"warmstart": {"sft": {"report_to": "all"}}})
+    assert run_config_from_dict({"rl": {"report_to": "wandb"}}).rl.report_to == "wandb"

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .engines import ENGINE_KINDS, EngineConfig
+from .engines.ledger import SERPAPI_PRICE_PER_1000
 
 app = typer.Typer(
     help="Train language models to search with RL against a simulated search engine (ZeroSearch).",
@@ -50,16 +51,38 @@ SimModelOpt = typer.Option(
     "smollm2-135m", "--sim-model", help="Simulator: registry name, model folder or hub id (served name with --sim-url)."
 )
 SimUrlOpt = typer.Option(None, "--sim-url", help="OpenAI-compatible server(s) running the simulator, comma-separated.")
-SimStyleOpt = typer.Option("sft", "--sim-style", help="Simulator prompt: 'sft' (tuned simulator) or 'prompt' (few-shot).")
+SimStyleOpt = typer.Option(
+    "sft", "--sim-style", help="Simulator prompt: 'sft' (the official tuning prompt) or 'prompt' (our few-shot prompt)."
+)
+TimeoutOpt = typer.Option(None, "--timeout", help="Seconds per attempt of a remote engine or served simulator (default 30).")
+RetriesOpt = typer.Option(None, "--retries", help="Attempts after the first for a remote engine or served simulator (default 3).")
+SearchPriceOpt = typer.Option(
+    None, "--search-price", min=0.0,
+    help="USD per 1,000 searches that reach a real engine, for the cost ledger (default: the config's "
+         "engine.price_per_1000, else SerpAPI's price in the paper, about 9.17).",
+)
 
 
-def engine_config(engine, corpus, url, topk, sim_model, sim_url, sim_style, noise=None, token=None, seed=0) -> EngineConfig:
+def _price(flag: Optional[float], configured: float = SERPAPI_PRICE_PER_1000) -> float:
+    return configured if flag is None else flag
+
+
+def _print_cost(cost: dict) -> None:
+    console.print(f"search cost: {cost['summary']}", highlight=False, soft_wrap=True)
+
+
+def engine_config(engine, corpus, url, topk, sim_model, sim_url, sim_style, noise=None, token=None, seed=0,
+                  timeout=None, retries=None) -> EngineConfig:
     if engine not in ENGINE_KINDS:
         _fail(f"unknown engine {engine!r}; choose one of {', '.join(ENGINE_KINDS)}")
-    cfg = EngineConfig(
-        kind=engine, topk=topk, corpus=corpus, url=url, sim_model=sim_model, sim_url=sim_url, sim_style=sim_style,
-        token=token, seed=seed,
-    )
+    limits = {k: v for k, v in (("timeout", timeout), ("retries", retries)) if v is not None}
+    try:
+        cfg = EngineConfig(
+            kind=engine, topk=topk, corpus=corpus, url=url, sim_model=sim_model, sim_url=sim_url, sim_style=sim_style,
+            token=token, seed=seed, **limits,
+        )
+    except ValueError as e:
+        _fail(str(e))
     if noise is not None:
         cfg.noise = noise
     return cfg
@@ -112,16 +135,21 @@ def search(
     answer: Optional[list[str]] = typer.Option(None, "--answer", help="Gold answer(s) (the simulator sees them)."),
     noise: Optional[str] = typer.Option(None, "--noise", help="Simulator: 'useful', 'noisy' or P(noisy)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    timeout: Optional[float] = TimeoutOpt,
+    retries: Optional[int] = RetriesOpt,
 ) -> None:
-    """Print what an engine returns for a query (real or simulated, useful or noisy)."""
+    """Print what an engine returns for a query (real or simulated, useful or noisy); exit status 1 when the
+    engine failed."""
     from .engines import SearchRequest
 
-    cfg = engine_config(engine, corpus, url, topk, sim_model, sim_url, sim_style)
+    cfg = engine_config(engine, corpus, url, topk, sim_model, sim_url, sim_style, timeout=timeout, retries=retries)
     req = SearchRequest(query, question=question, golden_answers=answer or [], noise=_noise(noise))
     with _build(cfg) as eng:
         result = eng.search([req], topk=topk)[0]
     if as_json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        if result.error:
+            raise typer.Exit(1)
         return
     label = result.engine + (f" ({result.kind})" if result.kind else "")
     table = Table(title=f"{label}: {query}", show_lines=True)
@@ -132,10 +160,11 @@ def search(
     for i, d in enumerate(result.documents, 1):
         table.add_row(str(i), d.title, d.text, "" if d.score is None else f"{d.score:.2f}")
     console.print(table)
+    if result.repaired:
+        console.print(f"[yellow]{result.repaired} document(s) missing or repaired by the parser[/yellow]")
     if result.error:
         console.print(f"[red]engine error:[/red] {result.error}")
-    if result.repaired:
-        console.print(f"[yellow]{result.repaired} document(s) repaired or padded by the parser[/yellow]")
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -159,20 +188,46 @@ def serve(
     max_batch: int = typer.Option(32, "--max-batch", help="Most queries per coalesced engine call."),
     batch_wait_ms: float = typer.Option(10.0, "--batch-wait-ms", help="How long a request waits for others to join it."),
     request_timeout: float = typer.Option(300.0, "--request-timeout", help="Seconds before a request fails with 504."),
+    max_queries: int = typer.Option(4096, "--max-queries", help="Most queries in one request (answered in chunks)."),
+    noise_start: Optional[float] = typer.Option(
+        None, "--noise-start", help="Server curriculum for clients that send no noise: P(noisy) at step 0."),
+    noise_end: Optional[float] = typer.Option(None, "--noise-end", help="Server curriculum: P(noisy) at --total-steps."),
+    total_steps: Optional[int] = typer.Option(
+        None, "--total-steps", help="Server curriculum length; the step comes from a request's `step`, an X-Step header "
+        "or POST /step."),
+    timeout: Optional[float] = TimeoutOpt,
+    retries: Optional[int] = RetriesOpt,
 ) -> None:
     """Run a Search-R1 compatible POST /retrieve server in front of any engine."""
+    from .curriculum import NoiseSchedule
+    from .server import ServerCurriculum
     from .server import serve as run
 
-    if max_batch < 1 or batch_wait_ms < 0 or request_timeout <= 0:
-        _fail("need --max-batch >= 1, --batch-wait-ms >= 0 and --request-timeout > 0")
-    cfg = engine_config(engine, corpus, url, topk, sim_model, sim_url, sim_style, noise=_noise(noise))
+    if max_batch < 1 or batch_wait_ms < 0 or request_timeout <= 0 or max_queries < 1:
+        _fail("need --max-batch >= 1, --batch-wait-ms >= 0, --request-timeout > 0 and --max-queries >= 1")
+    curriculum = None
+    given = [x is not None for x in (noise_start, noise_end, total_steps)]
+    if any(given):
+        if not all(given):
+            _fail("a server curriculum needs --noise-start, --noise-end and --total-steps")
+        if engine != "simulated":
+            _fail("a noise curriculum only applies to --engine simulated")
+        try:
+            curriculum = ServerCurriculum(NoiseSchedule(noise_start, noise_end), total_steps)
+        except ValueError as e:
+            _fail(str(e))
+    cfg = engine_config(engine, corpus, url, topk, sim_model, sim_url, sim_style, noise=_noise(noise), timeout=timeout,
+                        retries=retries)
     # A simulated engine generates a batch for about the cost of one request; real engines gain little.
     batching = cfg.kind == "simulated" if batch is None else batch
     if batching:  # a coalesced batch is one generation of the local simulator, not several
         cfg.sim_batch_size = max(cfg.sim_batch_size, max_batch)
     eng = _build(cfg)
-    run(eng, host=host, port=port, token=token, default_topk=topk, batching=batching, max_batch=max_batch,
-        max_wait=batch_wait_ms / 1000, timeout=request_timeout)
+    try:
+        run(eng, host=host, port=port, token=token, default_topk=topk, batching=batching, max_batch=max_batch,
+            max_wait=batch_wait_ms / 1000, timeout=request_timeout, max_queries=max_queries, curriculum=curriculum)
+    except ValueError as e:
+        _fail(str(e))
 
 
 def _load_policy(policy: str):
@@ -206,15 +261,20 @@ def _run_config(config: Optional[Path]):
         _fail(str(e))
 
 
-def _override_engine(cfg, engine, corpus, url, sim_model, sim_url, sim_style, topk) -> None:
+def _override_engine(cfg, engine, corpus, url, sim_model, sim_url, sim_style, topk, timeout=None, retries=None) -> None:
     """Flags given on the command line win over the config file."""
     e = cfg.engine
     for name, value in (("kind", engine), ("corpus", corpus), ("url", url), ("sim_model", sim_model),
-                        ("sim_url", sim_url), ("sim_style", sim_style), ("topk", topk)):
+                        ("sim_url", sim_url), ("sim_style", sim_style), ("topk", topk), ("timeout", timeout),
+                        ("retries", retries)):
         if value is not None:
             setattr(e, name, value)
     if e.kind not in ENGINE_KINDS:
         _fail(f"unknown engine {e.kind!r}; choose one of {', '.join(ENGINE_KINDS)}")
+    try:
+        e.__post_init__()
+    except ValueError as err:
+        _fail(str(err))
     cfg.rollout.topk = e.topk
 
 
@@ -235,6 +295,24 @@ OptEngine = typer.Option(None, "--engine", "-e", help=f"Search engine: {', '.joi
 OptTopk = typer.Option(None, "--topk", "-k", min=1, max=50, help="Documents per search.")
 OptSimModel = typer.Option(None, "--sim-model", help="Simulator model: registry name, folder or hub id.")
 OptSimStyle = typer.Option(None, "--sim-style", help="Simulator prompt: 'sft' or 'prompt'.")
+ReportToOpt = typer.Option(
+    None, "--report-to",
+    help="Experiment tracker: none, tensorboard (event files in OUT/tensorboard), wandb or trackio; wandb and "
+         "trackio take their project from WANDB_PROJECT / TRACKIO_PROJECT. Default: the config's setting (none).",
+)
+
+
+def _tracker(flag: Optional[str], configured: str = "none") -> str:
+    """The tracker a run reports to, checked before any model loads (a missing package fails in seconds)."""
+    from .train.tracking import REPORT_TO, missing_tracker
+
+    value = configured if flag is None else flag
+    if value not in REPORT_TO:
+        _fail(f"--report-to must be one of {', '.join(REPORT_TO)}, not {value!r}")
+    problem = missing_tracker(value)
+    if problem:
+        _fail(problem)
+    return value
 
 
 @app.command()
@@ -250,25 +328,33 @@ def warmstart(
     sim_model: Optional[str] = OptSimModel,
     sim_url: Optional[str] = SimUrlOpt,
     sim_style: Optional[str] = OptSimStyle,
+    timeout: Optional[float] = TimeoutOpt,
+    retries: Optional[int] = RetriesOpt,
+    search_price: Optional[float] = SearchPriceOpt,
     demos: Optional[int] = typer.Option(None, "--demos", help="Number of demonstrations."),
     steps: Optional[int] = typer.Option(None, "--steps", help="SFT steps."),
+    report_to: Optional[str] = ReportToOpt,
 ) -> None:
     """Teach a small policy the protocol's format with a few SFT steps on demonstrations that use the run's engine."""
     from .train.warmstart import warmstart as run
 
     cfg = _run_config(config)
-    _override_engine(cfg, engine, corpus, url, sim_model, sim_url, sim_style, topk)
+    _override_engine(cfg, engine, corpus, url, sim_model, sim_url, sim_style, topk, timeout, retries)
+    cfg.engine.price_per_1000 = _price(search_price, cfg.engine.price_per_1000)
     if demos:
         cfg.warmstart.demos = demos
     if steps:
         cfg.warmstart.sft.steps = steps
+    cfg.warmstart.sft.report_to = _tracker(report_to, cfg.warmstart.sft.report_to)
     examples, eng, model, tok = _prepare_run(cfg, policy, train_data)
     with console.status(f"warm start: {cfg.warmstart.demos} demonstrations, {cfg.warmstart.sft.steps} SFT steps…"):
         summary = run(cfg.policy, eng, examples, out, sft=cfg.warmstart.sft, n_demos=cfg.warmstart.demos,
                       topk=cfg.engine.topk, max_obs_tokens=cfg.rollout.max_obs_tokens,
-                      require_facts=cfg.warmstart.require_facts, model=model, tokenizer=tok)
+                      require_facts=cfg.warmstart.require_facts, model=model, tokenizer=tok,
+                      price_per_1000=cfg.engine.price_per_1000)
     console.print(f"warm start done in {summary['seconds']:.0f} s: {summary['demos']} demonstrations, final loss "
                   f"{summary['losses'][-1]['loss']:.3f}; model in {summary['model_dir']}")
+    _print_cost(summary["search_cost"])
 
 
 @app.command()
@@ -284,19 +370,25 @@ def train(
     sim_model: Optional[str] = OptSimModel,
     sim_url: Optional[str] = SimUrlOpt,
     sim_style: Optional[str] = OptSimStyle,
+    timeout: Optional[float] = TimeoutOpt,
+    retries: Optional[int] = RetriesOpt,
+    search_price: Optional[float] = SearchPriceOpt,
     algorithm: Optional[str] = typer.Option(None, "--algorithm", help="grpo, reinforce or dapo."),
     steps: Optional[int] = typer.Option(None, "--steps", help="RL steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in OUT."),
+    report_to: Optional[str] = ReportToOpt,
 ) -> None:
     """RL-train a policy to search (GRPO family through TRL); --engine picks the engine, nothing else changes."""
     from .train.grpo import train_policy
 
     cfg = _run_config(config)
-    _override_engine(cfg, engine, corpus, url, sim_model, sim_url, sim_style, topk)
+    _override_engine(cfg, engine, corpus, url, sim_model, sim_url, sim_style, topk, timeout, retries)
+    cfg.engine.price_per_1000 = _price(search_price, cfg.engine.price_per_1000)
     if algorithm:
         cfg.rl.algorithm = algorithm
     if steps:
         cfg.rl.steps = steps
+    cfg.rl.report_to = _tracker(report_to, cfg.rl.report_to)
     try:
         cfg.rl.__post_init__()
     except ValueError as e:
@@ -306,11 +398,13 @@ def train(
                   f"{cfg.rl.steps} steps ({cfg.rl.questions_per_step} questions x {cfg.rl.num_generations} rollouts)")
     try:
         summary = train_policy(cfg.policy, eng, examples, out, rollout_cfg=cfg.rollout, rl=cfg.rl,
-                               curriculum=cfg.curriculum, resume=resume, model=model, tokenizer=tok)
+                               curriculum=cfg.curriculum, resume=resume, model=model, tokenizer=tok,
+                               price_per_1000=cfg.engine.price_per_1000)
     except FileNotFoundError as e:
         _fail(str(e))
     console.print(f"done: {summary['steps']} steps in {summary['seconds']:.0f} s, {summary['real_searches']} searches "
                   f"reached a real engine; policy in {summary['policy_dir']}")
+    _print_cost(summary["search_cost"])
 
 
 @app.command("eval")
@@ -331,6 +425,9 @@ def eval_cmd(
     max_turns: int = typer.Option(2, "--max-turns", help="Search turns before the final answer turn."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Tokens per turn."),
     batch_size: int = typer.Option(32, "--batch-size"),
+    timeout: Optional[float] = TimeoutOpt,
+    retries: Optional[int] = RetriesOpt,
+    search_price: Optional[float] = SearchPriceOpt,
 ) -> None:
     """Score a policy (multi-turn search) or a baseline over datasets with any engine; greedy, every question counted."""
     from .agent.rollout import RolloutConfig
@@ -345,7 +442,7 @@ def eval_cmd(
     examples = _load_data(data, split, limit)
     eng = None
     if method != "direct" or engine != "bm25" or corpus:
-        cfg = engine_config(engine, corpus, url, topk, sim_model, sim_url, sim_style)
+        cfg = engine_config(engine, corpus, url, topk, sim_model, sim_url, sim_style, timeout=timeout, retries=retries)
         eng = _build(cfg)
     model, tok = _load_policy(policy)
     rcfg = RolloutConfig(max_turns=max_turns, max_new_tokens=max_new_tokens, topk=topk, temperature=0.0,
@@ -354,7 +451,8 @@ def eval_cmd(
 
     with Progress(console=console) as bar:
         task = bar.add_task(f"{method} over {len(examples)} questions", total=len(examples))
-        report, rows = run_eval(method, model, tok, examples, eng, rcfg, progress=lambda n: bar.advance(task, n))
+        report, rows = run_eval(method, model, tok, examples, eng, rcfg, progress=lambda n: bar.advance(task, n),
+                                price_per_1000=_price(search_price))
     write_report(report, rows, out, title=f"{method}: {policy}")
     table = Table(title=f"{method}: {policy} ({report.n} questions)")
     for col in ("dataset", "n", "strict EM", "cover EM", "F1", "searches/q"):
@@ -364,6 +462,7 @@ def eval_cmd(
                       f"{s['searches_per_question']:.2f}")
     console.print(table)
     console.print(f"n = {report.n}; report in {out}/report.md")
+    _print_cost(report.search_cost)
 
 
 @app.command()
@@ -380,12 +479,14 @@ def ask(
     answer: Optional[list[str]] = typer.Option(None, "--answer", help="Gold answer, only for a simulated engine."),
     max_turns: int = typer.Option(4, "--max-turns", help="Search turns before the final answer turn."),
     max_new_tokens: int = typer.Option(96, "--max-new-tokens"),
+    timeout: Optional[float] = TimeoutOpt,
+    retries: Optional[int] = RetriesOpt,
 ) -> None:
     """Answer one question with a policy and an engine, showing each turn (reasoning, query, documents, answer)."""
     from .agent.rollout import RolloutConfig, rollout
     from .data.qa import QAExample
 
-    cfg = engine_config(engine, corpus, url, topk, sim_model, sim_url, sim_style)
+    cfg = engine_config(engine, corpus, url, topk, sim_model, sim_url, sim_style, timeout=timeout, retries=retries)
     eng = _build(cfg)
     model, tok = _load_policy(policy)
     ex = QAExample("ask", question, answer or ["?"])
@@ -411,26 +512,28 @@ def ask(
     console.print(f"[bold]answer:[/bold] {traj.answer if traj.answer is not None else '(none)'}")
 
 
-def _comparison(out: Path, quick: bool, config: Optional[Path], fresh: bool, default: str) -> None:
+def _comparison(out: Path, quick: bool, config: Optional[Path], fresh: bool, default: str,
+                search_price: Optional[float] = None) -> None:
     from .demo import CONFIG_DIR, run_demo
+    from .experiment import cost_cell, cost_header
 
     try:
         result = run_demo(out, quick=quick, config=config or (None if quick else CONFIG_DIR / default), fresh=fresh,
-                          say=lambda m: console.print(m, highlight=False))
+                          say=lambda m: console.print(m, highlight=False), price_per_1000=search_price)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     vs_warm = {c["after"]: c["all"] for c in result["comparisons"] if c["before"].startswith("warm start")}
     hops = "single- and two-hop" if len(result["hops"]) > 1 else "single-hop" if result["hops"] == [1] else "two-hop"
     table = Table(title=f"evaluated with the real engine (BM25) on {result['eval_questions']} held-out {hops} questions")
     for col in ("method", "strict EM", "cover EM", "F1", "searches/q", "strict EM vs warm start [95% CI] (gained / lost)",
-                "training searches on a real engine", "real searches to build its simulator"):
+                "training searches on a real engine", "real searches to build its simulator", cost_header(result)):
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in result["rows"]:
         d = vs_warm.get(r["method"])
         change = f"{d['difference']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}] (+{d['gained']} / -{d['lost']})" if d else "-"
         table.add_row(r["method"], f"{r['strict_em']:.1f}", f"{r['cover_em']:.1f}", f"{r['f1']:.1f}",
                       f"{r['searches_per_question']:.2f}", change, str(r["training_real_searches"]),
-                      str(r["simulator_real_searches"]))
+                      str(r["simulator_real_searches"]), cost_cell(r))
     console.print(table)
     console.print(f"stages took {result['seconds']:.0f} s; table, intervals per hop, reports and learning curves "
                   f"in {out}/ (results.md, learning.png)")
@@ -445,10 +548,11 @@ def demo(
     quick: bool = typer.Option(False, "--quick", help="Tiny random models: a smoke test of the pipeline (< 2 min)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Settings (default configs/demo-cpu.yaml)."),
     fresh: bool = OptFresh,
+    search_price: Optional[float] = SearchPriceOpt,
 ) -> None:
     """The paper's comparison on a laptop CPU in 20 minutes, offline: RL with a simulated vs a real engine,
     evaluated with the real one. Run again in the same folder, it resumes where it stopped."""
-    _comparison(out, quick, config, fresh, "demo-cpu.yaml")
+    _comparison(out, quick, config, fresh, "demo-cpu.yaml", search_price)
 
 
 @app.command()
@@ -456,11 +560,12 @@ def experiment(
     out: Path = typer.Option(Path("runs/experiment"), "--out", "-o", help="Run folder (finished stages are kept and reused)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Settings (default configs/experiment-cpu.yaml)."),
     fresh: bool = OptFresh,
+    search_price: Optional[float] = SearchPriceOpt,
 ) -> None:
     """The comparison at a scale where RL does the learning (about 90 minutes on 2 cores): a world-trained
     simulator, single- and two-hop questions, curriculum vs constant noise, paired bootstrap intervals.
     Every stage is resumable: run the same command again after an interruption."""
-    _comparison(out, False, config, fresh, "experiment-cpu.yaml")
+    _comparison(out, False, config, fresh, "experiment-cpu.yaml", search_price)
 
 
 simtune_app = typer.Typer(help="Build and check a simulation LLM: collect real searches, label, tune, check.",
@@ -480,6 +585,7 @@ def simtune_collect(
     url: Optional[str] = UrlOpt,
     topk: int = TopkOpt,
     temperature: float = typer.Option(0.7, "--temperature", help="Sampling temperature of a model policy."),
+    search_price: Optional[float] = SearchPriceOpt,
 ) -> None:
     """Run a policy with a REAL engine over training questions and record every search."""
     from rich.progress import Progress
@@ -495,11 +601,12 @@ def simtune_collect(
         with Progress(console=console) as bar:
             task = bar.add_task(f"collecting over {len(examples)} questions", total=len(examples))
             stats = collect(examples, eng, out, topk=topk, policy=pol, rollout_cfg=rcfg,
-                            progress=lambda n: bar.advance(task, n))
+                            progress=lambda n: bar.advance(task, n), price_per_1000=_price(search_price))
     except ValueError as e:
         _fail(str(e))
     console.print(f"{stats['searches']} searches from {stats['questions']} questions written to {out} "
                   f"({stats['skipped_done']} already there, {stats['skipped_no_plan']} without a plan)")
+    _print_cost(stats["search_cost"])
 
 
 @simtune_app.command("dataset")
@@ -591,15 +698,17 @@ def simtune_tune(
     lora_r: int = typer.Option(0, "--lora-r", help="LoRA rank (0 = full fine-tune); adapters are merged on save."),
     trainable_layers: int = typer.Option(0, "--trainable-layers", help="Train only the top N blocks (0 = all)."),
     bf16: bool = typer.Option(True, "--bf16/--fp32"),
+    report_to: Optional[str] = ReportToOpt,
 ) -> None:
     """Fine-tune a simulator (TRL SFTTrainer, loss on the documents only); saves a folder any backend loads."""
     from .simtune.tune import suggested_lr, tune_simulator
     from .train.sft import SFTConfig
 
+    tracker = _tracker(report_to)
     m, tok = _load_policy(model)
     rate = lr or suggested_lr(sum(p.numel() for p in m.parameters()))
     cfg = SFTConfig(steps=steps, batch_size=batch_size, learning_rate=rate, lora_r=lora_r, bf16=bf16,
-                    trainable_layers=trainable_layers)
+                    trainable_layers=trainable_layers, report_to=tracker)
     summary = _train(f"tuning {model}: {steps} steps at lr {rate:g}…",
                      lambda: tune_simulator(model, data, out, sft=cfg, model=m, tokenizer=tok))
     losses = summary["losses"]

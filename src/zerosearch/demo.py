@@ -177,10 +177,13 @@ def _prepare_folder(out: Path, settings: dict[str, Any], fresh: bool) -> None:
 
 
 def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None = None, fresh: bool = False,
-             say: Callable[[str], None] = print) -> dict[str, Any]:
+             say: Callable[[str], None] = print, price_per_1000: float | None = None) -> dict[str, Any]:
+    """Run (or resume) the pipeline in `out`. `price_per_1000` (USD per 1,000 real searches) overrides the
+    config's `engine: price_per_1000:` for the table's search cost."""
     from .agent.rollout import RolloutConfig
     from .data.world import build_world, write_world
     from .engines import EngineConfig
+    from .engines.ledger import SearchCost
     from .evaluate import run_eval, write_report
     from .llm.local import load_causal_lm
     from .simtune.check import check_simulator, report_markdown, write_check
@@ -195,8 +198,14 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None 
     out = Path(out)
     cfg = load_demo_config(config or CONFIG_DIR / ("demo-quick.yaml" if quick else "demo-cpu.yaml"))
     run, ds = cfg.run, cfg.demo
+    if price_per_1000 is not None:
+        run.engine.price_per_1000 = price_per_1000
+    price = run.engine.price_per_1000
     k = run.rollout.topk
-    _prepare_folder(out, {"run": run.to_dict(), "demo": asdict(ds), "quick": quick}, fresh)
+    settings = {"run": run.to_dict(), "demo": asdict(ds), "quick": quick}
+    # The price changes no stage, only what the table says their searches cost: a folder can be priced again.
+    settings["run"]["engine"].pop("price_per_1000")
+    _prepare_folder(out, settings, fresh)
     stage = Stages(out, say)
 
     world = build_world(seed=ds.world_seed, n_entities=ds.entities)
@@ -230,12 +239,12 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None 
 
     def collect_searches() -> dict[str, Any]:
         (sim_dir / "searches.jsonl").unlink(missing_ok=True)
-        collected = collect(side_q, real, sim_dir / "searches.jsonl", topk=k)
+        collected = collect(side_q, real, sim_dir / "searches.jsonl", topk=k, price_per_1000=price)
         tune_s, held = split_by_question(read_samples(sim_dir / "searches.jsonl"), 0.1, seed=ds.world_seed)
         labelled, label_counts = label_samples(tune_s, ds.simtune_label, k=k, seed=ds.world_seed)
         write_sft_set([sft_record(x, words=run.engine.sim_words) for x in labelled], sim_dir / "sft.jsonl")
         write_samples(held, sim_dir / "heldout.jsonl")
-        return {"searches": collected["searches"], "labels": label_counts}
+        return {"searches": collected["searches"], "labels": label_counts, "search_cost": collected["search_cost"]}
 
     collected = stage("simulator data: real searches on training questions", collect_searches)
 
@@ -283,9 +292,9 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None 
     def warm() -> dict[str, Any]:
         ws = warmstart(policy, engine("tuned"), side_q, out / "warmstart", sft=run.warmstart.sft,
                        n_demos=run.warmstart.demos, topk=k, max_obs_tokens=run.rollout.max_obs_tokens,
-                       require_facts=run.warmstart.require_facts)
+                       require_facts=run.warmstart.require_facts, price_per_1000=price)
         return {"model_dir": ws["model_dir"], "real_searches": ws["real_searches"], "demos": ws["demos"],
-                "demo_counts": ws["demo_counts"]}
+                "demo_counts": ws["demo_counts"], "search_cost": ws["search_cost"]}
 
     ws = stage("warm start (tuned simulator)", warm)
 
@@ -301,7 +310,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None 
             curriculum = run.curriculum if arm.noise is None else CurriculumConfig(arm.noise, arm.noise, kind="constant")
             model, tok = load_causal_lm(ws["model_dir"])
             return train_policy(ws["model_dir"], engine(arm.engine), rl_q, arm_dir, rollout_cfg=run.rollout, rl=run.rl,
-                                curriculum=curriculum, resume=resume, model=model, tokenizer=tok)
+                                curriculum=curriculum, resume=resume, model=model, tokenizer=tok, price_per_1000=price)
 
         summaries[arm.name] = stage(arm.label, rl)
     for name, e in engines.items():
@@ -312,21 +321,30 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None 
                              topk=k, temperature=0.0, max_obs_tokens=run.rollout.max_obs_tokens,
                              batch_size=min(len(eval_q), 256), bf16=run.rollout.bf16)  # one batch: fewest decode steps
     built = collected["searches"]
-    methods = [("warm start (tuned simulator)", "agent", ws["model_dir"], ws["real_searches"], built, "warm")]
+
+    def spent(stage_result: dict[str, Any], real_key: str = "real_searches") -> SearchCost:
+        """A stage's searches at this run's price (a stage finished before costs were kept: its real searches)."""
+        return SearchCost.from_dict(stage_result.get("search_cost") or {"real_searches": stage_result[real_key]}, price)
+
+    # A method's search cost: its own training's searches, and the real searches that built its simulator.
+    nothing, building = SearchCost(price_per_1000=price), spent(collected, "searches")
+    methods = [("warm start (tuned simulator)", "agent", ws["model_dir"], ws["real_searches"], built, "warm",
+                spent(ws) + building)]
     if ds.baselines:
-        methods = [("direct (no search)", "direct", base_model, 0, 0, "direct"),
-                   ("rag (one retrieval)", "rag", base_model, 0, 0, "rag")] + methods
+        methods = [("direct (no search)", "direct", base_model, 0, 0, "direct", nothing),
+                   ("rag (one retrieval)", "rag", base_model, 0, 0, "rag", nothing)] + methods
     for arm in ds.arms:
+        tuned = arm.engine == "tuned"
         methods.append((arm.label, "agent", summaries[arm.name]["policy_dir"], summaries[arm.name]["real_searches"],
-                        built if arm.engine == "tuned" else 0, arm.name))
+                        built if tuned else 0, arm.name, spent(summaries[arm.name]) + (building if tuned else nothing)))
     rows = []
-    for label, method, model_path, train_real, sim_real, key in methods:
+    for label, method, model_path, train_real, sim_real, key, cost in methods:
         slug = _slug(label)
 
         def evaluate(label=label, method=method, model_path=model_path, slug=slug) -> dict[str, Any]:
             # evaluation only generates: bfloat16 weights are faster than autocasting fp32 ones
             model, tok = load_causal_lm(model_path, dtype="bfloat16" if run.rollout.bf16 else "float32")
-            report, preds = run_eval(method, model, tok, eval_q, real, eval_cfg)
+            report, preds = run_eval(method, model, tok, eval_q, real, eval_cfg, price_per_1000=price)
             write_report(report, preds, out / "eval" / slug, title=label)
             return report.to_dict()
 
@@ -335,7 +353,8 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None 
                      "strict_em": report["strict_em"], "cover_em": report["cover_em"], "f1": report["f1"],
                      "searches_per_question": report["searches_per_question"], "n": report["n"],
                      "no_answer_rate": report["no_answer_rate"], "training_real_searches": train_real,
-                     "simulator_real_searches": sim_real, "per_hops": report["per_hops"]})
+                     "simulator_real_searches": sim_real, "search_cost": cost.to_dict(),
+                     "per_hops": report["per_hops"]})
 
     from .experiment import compare, plot_learning
 
@@ -345,6 +364,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None 
               "seconds": round(sum(stage.seconds.values()), 1), "eval_questions": len(eval_q),
               "hops": list(ds.hops), "quick": quick, "simulator_check": checks,
               "simulator_labels": collected["labels"], "collected_searches": collected["searches"],
+              "search_price_per_1000": price,
               "figure": str(figure) if figure else None}
     from .experiment import results_markdown
 

@@ -21,6 +21,7 @@ from . import protocol
 from .agent.rollout import RolloutConfig, Trajectory, rollout
 from .data.qa import QAExample, atomic_write_text
 from .engines.base import SearchEngine, SearchRequest
+from .engines.ledger import SERPAPI_PRICE_PER_1000, MeteredEngine, SearchCost
 from .llm.local import render_chat
 from .metrics import score_answer
 
@@ -53,6 +54,7 @@ class Report:
     per_dataset: dict[str, dict[str, float]] = field(default_factory=dict)
     per_hops: dict[str, dict[str, float]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    search_cost: dict[str, Any] = field(default_factory=dict)  # SearchCost.to_dict() of the run's searches
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,12 +97,17 @@ def run_eval(
     cfg: RolloutConfig,
     *,
     progress: Callable[[int], None] | None = None,
+    price_per_1000: float = SERPAPI_PRICE_PER_1000,
 ) -> tuple[Report, list[dict[str, Any]]]:
-    """Evaluate greedily; return the report and one row per question (answer, scores, searches, text)."""
+    """Evaluate greedily; return the report and one row per question (answer, scores, searches, text).
+    The report's `search_cost` prices the real searches at `price_per_1000` USD per 1,000."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if method in ("agent", "rag") and engine is None:
         raise ValueError(f"method {method!r} needs a search engine")
+    cost = SearchCost(price_per_1000=price_per_1000)
+    if engine is not None:
+        engine = MeteredEngine(engine, cost)
     cfg = replace(cfg, temperature=0.0)
     t0 = time.perf_counter()
     retrieved: dict[int, Any] = {}
@@ -160,6 +167,7 @@ def run_eval(
         per_dataset={k: _summary(v) for k, v in sorted(by_source.items())},
         per_hops={k: _summary(v) for k, v in sorted(by_hops.items())},
         meta={"engine": engine.describe() if engine else None, "rollout": asdict(cfg)},
+        search_cost=cost.to_dict(),
     )
     return report, rows
 
@@ -183,6 +191,8 @@ def report_markdown(report: Report, title: str = "") -> str:
     lines += ["", f"documents read per question: {report.docs_per_question:.2f}; mean answer length: "
               f"{report.answer_words:.2f} words; no answer: {report.no_answer_rate:.1f}%; searches that reached a "
               f"real engine: {report.real_searches}", ""]
+    if report.search_cost:
+        lines += [f"search cost: {report.search_cost['summary']}", ""]
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
+from .engines.ledger import SearchCost
 from .metrics import paired_bootstrap
 
 
@@ -113,6 +114,17 @@ def plot_learning(out: Path, arms, rows: Sequence[dict[str, Any]], comparisons: 
     return path
 
 
+def cost_header(result: dict[str, Any]) -> str:
+    price = result.get("search_price_per_1000")
+    priced = f" (real searches at ${price:,.2f} / 1,000)" if price is not None else ""
+    return f"search cost of its training and simulator{priced}"
+
+
+def cost_cell(row: dict[str, Any]) -> str:
+    """The row's search cost: real searches priced, then the simulated ones (tokens and seconds where known)."""
+    return SearchCost.from_dict(row["search_cost"]).brief() if row.get("search_cost") else "-"
+
+
 def results_markdown(result: dict[str, Any]) -> str:
     title = "zerosearch CPU comparison" + (" (quick: tiny random models, numbers mean nothing)" if result["quick"] else "")
     kinds = "single- and two-hop" if len(result["hops"]) > 1 else ("single-hop" if result["hops"] == [1] else "two-hop")
@@ -122,8 +134,9 @@ def results_markdown(result: dict[str, Any]) -> str:
         f"({kinds}), greedy; "
         f"total {result['seconds']:.0f} s of stages.", "",
         "| method | strict EM | cover EM | F1 | searches/question | no answer (%) | strict EM vs warm start "
-        "[95% CI] (gained / lost) | RL/warm-start searches on a real engine | real searches to build its simulator |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "[95% CI] (gained / lost) | RL/warm-start searches on a real engine | real searches to build its simulator | "
+        f"{cost_header(result)} |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     vs_warm = {c["after"]: c for c in result["comparisons"] if c["before"].startswith("warm start")}
     for r in result["rows"]:
@@ -131,7 +144,7 @@ def results_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {r['method']} | {r['strict_em']:.1f} | {r['cover_em']:.1f} | {r['f1']:.1f} | "
                      f"{r['searches_per_question']:.2f} | {r['no_answer_rate']:.1f} | "
                      f"{_interval(c['all']) if c else '-'} | {r['training_real_searches']} | "
-                     f"{r['simulator_real_searches']} |")
+                     f"{r['simulator_real_searches']} | {cost_cell(r)} |")
     hops = sorted({h for r in result["rows"] for h in r["per_hops"]})
     if len(hops) > 1:
         lines += ["", "Strict EM by hops:", "", "| method | " + " | ".join(f"{h}-hop" for h in hops) + " |",

@@ -105,6 +105,10 @@ class SearchEngine(ABC):
     name: str = "engine"
     real: bool = True
     default_topk: int = 3
+    max_topk: int = 100  # the most documents a request may ask for
+    # Whether `search` may run in several threads at once (engines wrapping a local model may not). The
+    # server and the batching worker leave a stuck call of a thread-safe engine behind instead of queueing.
+    thread_safe: bool = False
 
     @abstractmethod
     def search(self, requests: Sequence[SearchRequest], topk: int | None = None) -> list[SearchResult]: ...

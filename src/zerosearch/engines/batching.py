@@ -7,8 +7,11 @@ is busy), then up to `max_batch` queries go to the engine in one call and the re
 their callers. An error of that call is raised to every request of the batch; a request that is not
 answered within `timeout` seconds fails with a TimeoutError instead of waiting for ever.
 
-One worker thread calls the wrapped engine, so the engine never sees two calls at once (local models are
-not thread-safe) and `search` itself may be called from any number of threads.
+One worker thread feeds the wrapped engine, so an engine that is not thread-safe (a local model) never
+sees two calls at once, and `search` itself may be called from any number of threads. A call of a
+thread-safe engine (an HTTP backend) that is still running when every caller of its batch has timed out
+is left behind: it finishes on its own thread and the worker moves on, so one stuck backend call never
+makes the requests that arrive after it time out too.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class BatchingEngine(SearchEngine):
             raise ValueError("need max_batch >= 1, max_wait >= 0 and timeout > 0")
         self.engine = engine
         self.name, self.real, self.default_topk = engine.name, engine.real, engine.default_topk
+        self.max_topk = engine.max_topk
         self.max_batch, self.max_wait, self.timeout = max_batch, max_wait, timeout
         self.stats: Counter[str] = Counter()  # batches, queries, timeouts, failures: read by /metrics
         self._lock = threading.Lock()
@@ -64,7 +68,7 @@ class BatchingEngine(SearchEngine):
         """Queue a search; the future resolves to its results (or the engine's exception)."""
         if not self._worker.is_alive():
             raise RuntimeError(f"the batching engine in front of {self.name} is closed")
-        item = _Pending(list(requests), check_topk(topk, self.default_topk, limit=10_000))
+        item = _Pending(list(requests), check_topk(topk, self.default_topk, limit=self.max_topk))
         if not item.requests:
             item.future.set_result([])
         else:
@@ -125,8 +129,20 @@ class BatchingEngine(SearchEngine):
         while (batch := self._next_batch()) is not None:
             # callers that timed out while queued are dropped before they cost any compute
             batch = [p for p in batch if p.future.set_running_or_notify_cancel()]
-            if batch:
+            if not batch:
+                continue
+            if not self.engine.thread_safe:
                 self._answer(batch)
+                continue
+            call = threading.Thread(target=self._answer, args=(batch,), name=f"call-{self.name}", daemon=True)
+            call.start()
+            # every caller of this batch has given up by then: what the call returns later is dropped
+            call.join(self.timeout)
+            if call.is_alive():
+                with self._lock:
+                    self.stats["abandoned"] += 1
+                log.warning("a %s engine call of %d queries is still running after %gs; left behind",
+                            self.name, sum(len(p.requests) for p in batch), self.timeout)
 
     def _answer(self, batch: list[_Pending]) -> None:
         requests = [r for p in batch for r in p.requests]

@@ -45,6 +45,7 @@ class RemoteEngine(SearchEngine):
 
     name = "remote"
     real = True
+    thread_safe = True  # httpx clients are thread-safe; each search is one HTTP call
 
     def __init__(self, url: str, *, topk: int = 3, timeout: float = 30.0, retries: int = 3, backoff: float = 0.5,
                  token: str | None = None, client: httpx.Client | None = None) -> None:

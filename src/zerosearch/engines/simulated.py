@@ -1,11 +1,13 @@
 """The ZeroSearch simulated search engine: a language model writes the documents.
 
 Two prompt styles (PAPER §1.3):
-- `sft`: the simulation-tuning prompt. It names the kind of documents wanted (useful or noisy) and gives
-  the sample's question and answer in both cases. A simulator fine-tuned on this prompt (`simtune`) can
-  be steered to either kind.
-- `prompt`: a few-shot prompt for an instruction model that was not tuned. As in the original, the
-  useful prompt carries the question and answer and the noisy prompt does not.
+- `sft`: the official simulation-tuning prompt, byte for byte (the released ZeroSearch simulators were
+  tuned on it): it always asks for five documents, names the kind wanted (useful or noisy), gives the
+  sample's question and answer in both cases and ends with a newline; the reply is cut at `Doc {k+1}`.
+  A simulator fine-tuned on this prompt (`simtune`, or a released one) can be steered to either kind.
+- `prompt`: our own few-shot prompt for an instruction model that was not tuned (not the text of the
+  original prompt-based simulator). As in the original, the useful prompt carries the question and
+  answer and the noisy prompt does not.
 
 Each call draws its own noise coin: noisy with probability p (the curriculum's p(step)), or the kind is
 forced. Every request carries its own question and answer (bug B1 of the original code).
@@ -31,8 +33,9 @@ SFT_TEMPLATE = (
     "{context}"
     "Each document should contain about {words} words, and these documents should contain {kind} information.\n\n"
     "Query: {query}\n"
-    "{Kind} Output:"
+    "{Kind} Output:\n"
 )
+OFFICIAL_MAX_TOKENS = 600  # what the original trainer allows a served simulator (PAPER §1.4)
 SFT_CONTEXT = 'The user is trying to answer the question: "{question}" whose answer is {answer}.\n'
 
 # A worked example for the untuned ("prompt") simulator, in the output format the parser expects.
@@ -71,7 +74,7 @@ PROMPT_NOISY = (
 
 _DOC_MARK = re.compile(r"(?:^|\n|\s)Doc\s*(\d+)\s*[:.)]", re.IGNORECASE)
 _TITLE = re.compile(r"^\(?\s*Title:\s*([^)\n]*)\)\s*")
-PAD_TEXT = "(no result)"
+_TITLE_WORDS = 8
 
 # Words that name nothing: a query made of them (and of words the question does not use) asks about no one.
 _FUNCTION_WORDS = frozenset(
@@ -98,9 +101,11 @@ def query_names_the_subject(query: str, question: str) -> bool:
 
 
 def sft_prompt(query: str, kind: str, question: str | None, answer: str, k: int, words: int) -> str:
-    """The simulation-tuning prompt (PAPER §1.3), for k documents of about `words` words."""
+    """The official simulation-tuning prompt (PAPER §1.3). It asks for five documents whatever top-k is (the
+    reply is cut at `Doc {k+1}`); only k above five, which the original never served, is asked for by number."""
     context = SFT_CONTEXT.format(question=question, answer=answer) if question and answer else ""
-    return SFT_TEMPLATE.format(n=NUMBER_WORDS.get(k, str(k)), kind=kind, Kind=kind.capitalize(), context=context,
+    n = max(k, 5)
+    return SFT_TEMPLATE.format(n=NUMBER_WORDS.get(n, str(n)), kind=kind, Kind=kind.capitalize(), context=context,
                                words=words, query=query)
 
 
@@ -113,36 +118,53 @@ def _numbered(docs: Sequence[str]) -> str:
     return "\n".join(f"Doc {i}: {d}" for i, d in enumerate(docs, 1))
 
 
-def parse_documents(text: str, k: int) -> tuple[list[tuple[str, str]], int]:
-    """Parse `Doc 1: … Doc 2: …` into exactly k (title, text) pairs; also return how many were repaired.
+def cut_at_next_doc(text: str, k: int) -> str:
+    """The original post-processing: blank lines collapsed, the reply cut before `Doc {k+1}`."""
+    return text.replace("\n\n", "\n").split(f"Doc {k + 1}")[0]
 
-    Missing markers: the text is split into k chunks of sentences. Fewer than k: padded. Both count as
-    repaired. More than k: the first k (ZeroSearch cut at `Doc {k+1}`).
+
+def _title_from(text: str) -> str:
+    """A title for a document written without one: its first words, up to the first sentence break."""
+    first = re.split(r"(?<=[.!?;:])\s", text, maxsplit=1)[0]
+    words = first.split()
+    title = " ".join(words[:_TITLE_WORDS]).rstrip(".!?;:,")
+    return title + (" …" if len(words) > _TITLE_WORDS else "")
+
+
+def parse_documents(text: str, k: int) -> tuple[list[tuple[str, str]], int]:
+    """Parse `Doc 1: … Doc 2: …` into at most k (title, text) pairs; also return how many were repaired.
+
+    Missing markers: the text is split into k chunks of sentences. A document without a title gets one from
+    its first words (a policy, or a Search-R1 client, would otherwise read `Title: ""`). Fewer than k
+    documents: fewer are returned, never padding dressed up as a document. Each repair counts, and each
+    missing document counts as one.
     """
-    text = text.replace("\r", "").strip()
+    text = cut_at_next_doc(text.replace("\r", ""), k).strip()
     marks = list(_DOC_MARK.finditer(text))
     segments = [text[m.end() : (marks[i + 1].start() if i + 1 < len(marks) else len(text))] for i, m in enumerate(marks)]
     segments = [" ".join(s.split()) for s in segments]
     segments = [s for s in segments if s]
-    repaired = 0
-    if not segments and text:
+    split = not segments and bool(text)
+    if split:
         sentences = [s for s in re.split(r"(?<=[.!?])\s+", " ".join(text.split())) if s]
         per = max(1, -(-len(sentences) // k))
         segments = [" ".join(sentences[i : i + per]) for i in range(0, len(sentences), per)][:k]
-        repaired = len(segments)
-    docs = []
+    docs, repaired = [], 0
     for s in segments[:k]:
         m = _TITLE.match(s)
-        docs.append((m.group(1).strip(), s[m.end() :].strip()) if m else ("", s))
-    while len(docs) < k:
-        docs.append(("", PAD_TEXT))
-        repaired += 1
+        title, body = (m.group(1).strip(), s[m.end() :].strip()) if m else ("", s)
+        if not body:  # a title alone says nothing: counted below as a missing document
+            continue
+        repaired += split or not title
+        docs.append((title or _title_from(body), body))
+    repaired += k - len(docs)
     return docs, repaired
 
 
 class SimulatedEngine(SearchEngine):
     name = "simulated"
     real = False
+    max_topk = 10  # documents one generation writes; more is a client error, not an engine failure
 
     def __init__(
         self,
@@ -180,6 +202,10 @@ class SimulatedEngine(SearchEngine):
         # query_names_the_subject); ZeroSearch gives them for every query.
         self.query_guard = query_guard
         self._rng = random.Random(seed)
+
+    @property
+    def thread_safe(self) -> bool:  # type: ignore[override]
+        return self.generator.thread_safe
 
     def describe(self) -> dict:
         return {**super().describe(), "style": self.style, "backend": self.generator.name, "noise": self.noise,
@@ -221,7 +247,7 @@ class SimulatedEngine(SearchEngine):
         )
 
     def search(self, requests: Sequence[SearchRequest], topk: int | None = None) -> list[SearchResult]:
-        k = check_topk(topk, self.default_topk, limit=10)
+        k = check_topk(topk, self.default_topk, limit=self.max_topk)
         if not requests:
             return []
         kinds = [self.draw_kind(r.noise) for r in requests]
@@ -231,7 +257,9 @@ class SimulatedEngine(SearchEngine):
         guard = self.guarded and NOISY in kinds
         banned = [list(r.golden_answers) if kind == NOISY else [] for r, kind in zip(requests, kinds)] if guard else None
         t0 = time.perf_counter()
-        gens = self.generator.generate(prompts, max_new_tokens=budget, temperature=self.temperature, banned=banned)
+        # The reply is cut at `Doc {k+1}` anyway: stopping there saves the documents nobody reads.
+        gens = self.generator.generate(prompts, max_new_tokens=budget, temperature=self.temperature,
+                                       stop=[f"Doc {k + 1}"], banned=banned)
         per = (time.perf_counter() - t0) / len(requests)
         results = []
         for req, kind, gen in zip(requests, kinds, gens):

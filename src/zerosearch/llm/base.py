@@ -29,6 +29,7 @@ class Generation:
 class TextGenerator(ABC):
     name: str = "generator"
     enforces_bans: bool = False  # whether `generate(banned=…)` is enforced while decoding
+    thread_safe: bool = False  # whether `generate` may run in several threads at once (a local model may not)
 
     def __init__(self) -> None:
         # requests, failures, retries, tokens: read by /metrics and the run ledger

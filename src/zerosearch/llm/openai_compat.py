@@ -22,6 +22,7 @@ _MAX_BACKOFF = 30.0
 
 class OpenAICompatGenerator(TextGenerator):
     name = "openai"
+    thread_safe = True  # every request is its own HTTP call; the counters are locked
 
     def __init__(
         self,

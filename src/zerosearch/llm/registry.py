@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlparse
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,29 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
         raise
 
 
+def _looks_like_a_path(key: str) -> bool:
+    """`runs/typo/policy`, `./model`, `~/m`, or `runs/policy` when `runs/` is a local folder: meant as a folder."""
+    if key.startswith((".", "/", "~")) or "\\" in key or key.count("/") != 1:
+        return True
+    return Path(key.split("/")[0]).is_dir()
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname or "huggingface.co", endpoint.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def resolve_model(name_or_path: str | os.PathLike) -> str:
-    """A registry name → its converted local folder; a path → itself; anything else → a hub id."""
+    """A registry name → its converted local folder; a folder → itself; `owner/name` → a hub id.
+
+    A missing folder is an error at once (not a hub id retried for tens of seconds), and so is a hub id that
+    is neither cached nor reachable."""
     key = str(name_or_path)
     if key in REGISTRY:
         out = cache_dir() / "models" / key
@@ -83,10 +106,19 @@ def resolve_model(name_or_path: str | os.PathLike) -> str:
             out.parent.mkdir(parents=True, exist_ok=True)
             _convert_gguf(locate_gguf(REGISTRY[key]), out)
         return str(out)
-    if Path(key).exists():
-        return key
-    if key.count("/") == 1 and not key.startswith((".", "/")):
-        return key  # a Hugging Face hub id: users online can load it; offline runs never reach here by default
-    raise FileNotFoundError(
-        f"no model at {key!r}: give a folder, a hub id (owner/name) or one of {sorted(REGISTRY)}"
-    )
+    path = Path(key).expanduser()
+    if path.exists():
+        if path.is_dir() and not (path / "config.json").exists():
+            raise FileNotFoundError(f"{key} is a folder without config.json: not a saved model")
+        return str(path)
+    if _looks_like_a_path(key):
+        raise FileNotFoundError(f"no model folder {key!r} (the path does not exist); "
+                                f"or give a hub id (owner/name) or one of {sorted(REGISTRY)}")
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(key, "config.json"), str):
+        return key  # downloaded before: transformers loads it from the cache
+    if not _hub_reachable():
+        raise FileNotFoundError(f"{key!r} is not a local folder, and the Hugging Face hub cannot be reached to "
+                                f"download it (offline?); give a local folder or one of {sorted(REGISTRY)}")
+    return key

@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 
 from ..agent.demos import plan
 from ..engines.base import Document, SearchEngine, SearchRequest
+from ..engines.ledger import SERPAPI_PRICE_PER_1000, metered
 from ..metrics import normalize_answer, strict_em
 
 
@@ -66,12 +67,15 @@ def collect(
     rollout_cfg=None,
     batch_size: int = 32,
     progress: Callable[[int], None] | None = None,
-) -> dict[str, int]:
+    price_per_1000: float = SERPAPI_PRICE_PER_1000,
+) -> dict[str, Any]:
     """Append one JSON line per search to out_path; questions already there are skipped (resumable).
 
-    `policy` is None for the query plan, or a (model, tokenizer) pair run with `rollout_cfg`."""
+    `policy` is None for the query plan, or a (model, tokenizer) pair run with `rollout_cfg`. The stats'
+    `search_cost` prices this call's real searches (a policy's own searches included) at `price_per_1000`."""
     if not engine.real:
         raise ValueError("collect needs a real engine: the simulator learns to imitate it")
+    meter = metered(engine, price_per_1000)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     done: set[str] = set()
@@ -87,7 +91,7 @@ def collect(
     stats = {"questions": 0, "searches": 0, "skipped_done": len(examples) - len(todo), "skipped_no_plan": 0}
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
-        samples = _collect_batch(chunk, engine, topk, policy, rollout_cfg, stats)
+        samples = _collect_batch(chunk, meter, topk, policy, rollout_cfg, stats)
         with open(out, "a", encoding="utf-8") as f:
             for s in samples:
                 f.write(json.dumps(asdict(s), ensure_ascii=False) + "\n")
@@ -96,7 +100,7 @@ def collect(
         stats["searches"] += len(samples)
         if progress is not None:
             progress(len(chunk))
-    return stats
+    return {**stats, "search_cost": meter.ledger.to_dict()}
 
 
 def _collect_batch(chunk, engine, topk, policy, rollout_cfg, stats) -> list[SearchSample]:

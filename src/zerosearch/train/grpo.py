@@ -25,7 +25,9 @@ from ..agent.rollout import RolloutConfig, RolloutStats, Trajectory, rollout
 from ..curriculum import NoiseSchedule
 from ..data.qa import QAExample, atomic_write_text
 from ..engines.base import NOISY, USEFUL, SearchEngine
+from ..engines.ledger import SERPAPI_PRICE_PER_1000, SearchCost, metered
 from ..metrics import score_answer
+from .tracking import check_report_to, place_tensorboard_logs, tracker_args
 
 # Presets of the GRPO family. TRL has no PPO (removed in 1.x); PPO runs through the verl adapter.
 ALGORITHMS: dict[str, dict[str, Any]] = {
@@ -59,10 +61,14 @@ class RLConfig:
     # Leave rows with zero advantage (groups whose rewards are all equal) out of the update: the same
     # gradient for less work when beta = 0 (DAPO's dynamic sampling, without drawing replacement groups).
     skip_uninformative: bool = True
+    # none, tensorboard (event files in OUT/tensorboard), wandb or trackio (project from WANDB_PROJECT /
+    # TRACKIO_PROJECT); metrics.jsonl is written either way
+    report_to: str = "none"
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+        check_report_to(self.report_to)
         if self.num_generations < 2:
             raise ValueError("num_generations must be >= 2: group baselines need at least two rollouts")
         if self.steps < 1 or self.questions_per_step < 1:
@@ -123,6 +129,17 @@ class StepLedger:
         }
 
 
+# The cost ledger's counts that metrics.jsonl adds per step (StepLedger already writes real_searches and
+# search_errors), so that a resumed run can add up what the steps it keeps cost.
+STEP_COST_KEYS = ("simulated_searches", "simulated_tokens", "simulated_seconds", "cached_searches")
+
+
+def cost_of_rows(rows: Sequence[dict[str, Any]], price_per_1000: float) -> SearchCost:
+    """The search cost of the steps whose metrics.jsonl rows are given."""
+    keys = {"real_searches": "real_searches", "failed_searches": "search_errors", **{k: k for k in STEP_COST_KEYS}}
+    return SearchCost.from_dict({k: sum(r.get(key) or 0 for r in rows) for k, key in keys.items()}, price_per_1000)
+
+
 class SearchRollout:
     """The `rollout_func` handed to GRPOTrainer (a callable object, so it can keep counters)."""
 
@@ -134,8 +151,9 @@ class SearchRollout:
         schedule: NoiseSchedule | None,
         seed: int = 0,
         log_path: str | Path | None = None,
+        price_per_1000: float = SERPAPI_PRICE_PER_1000,
     ) -> None:
-        self.engine = engine
+        self.engine = metered(engine, price_per_1000)
         self.cfg = rollout_cfg
         self.schedule = schedule if not engine.real else None
         self.by_prompt = {protocol.instruction(ex.question): ex for ex in examples}
@@ -147,6 +165,11 @@ class SearchRollout:
         self.log_path = Path(log_path) if log_path else None
         self._twin = None
         self.last_rewards: list[float] | None = None
+
+    @property
+    def cost(self) -> SearchCost:
+        """What the searches of this process's rollouts cost so far."""
+        return self.engine.ledger
 
     def _generation_model(self, model):
         """With bf16 on a CPU, sample from a bfloat16 twin refreshed from the trained weights every step:
@@ -203,6 +226,7 @@ class SearchRollout:
             self.generator.manual_seed(self.seed + getattr(trainer.accelerator, "process_index", 0))
             self._seeded = True
         tokenizer = trainer.processing_class
+        cost_before = self.cost.copy()
         t0 = time.perf_counter()
         with self._policy(trainer) as model:
             gen_model, cfg = self._generation_model(model)
@@ -221,6 +245,8 @@ class SearchRollout:
             self.last["informative_groups"] = informative_fraction(self.last_rewards, trainer.num_generations)
         self.last.update(noise_p=p if p is not None else 0.0, rollout_seconds=time.perf_counter() - t0,
                          search_seconds=stats.engine_seconds, policy_tokens=stats.generated_tokens)
+        step_cost = self.cost - cost_before
+        self.last.update({k: getattr(step_cost, k) for k in STEP_COST_KEYS})
         if self.log_path is not None:
             with open(self.log_path, "a", encoding="utf-8") as f:
                 for t, ex, s in zip(trajs, examples, scores):
@@ -280,7 +306,7 @@ def make_grpo_config(rl: RLConfig, out_dir: str | Path, temperature: float, max_
         save_strategy="steps" if rl.save_steps else "no",
         save_steps=rl.save_steps or rl.steps,
         save_total_limit=1,  # a resumed run needs the last checkpoint only (each holds the optimizer state)
-        report_to="none",
+        **tracker_args(rl.report_to),
         seed=rl.seed,
         data_seed=rl.seed,
         shuffle_dataset=True,
@@ -438,8 +464,11 @@ def train_policy(
     resume: bool = False,
     model=None,
     tokenizer=None,
+    price_per_1000: float = SERPAPI_PRICE_PER_1000,
 ) -> dict[str, Any]:
-    """RL-train `policy` against `engine`; write the policy, metrics.jsonl, summary.json and plots to out_dir."""
+    """RL-train `policy` against `engine`; write the policy, metrics.jsonl, summary.json and plots to out_dir.
+
+    The summary's `search_cost` prices the run's real searches at `price_per_1000` USD per 1,000."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from transformers import set_seed
 
@@ -468,6 +497,7 @@ def train_policy(
         if last_ckpt is None:
             raise FileNotFoundError(f"--resume: no checkpoint in {ckpt_dir}")
     metrics_path = out / "metrics.jsonl"
+    cost_before = SearchCost(price_per_1000=price_per_1000)  # of the steps a resumed run keeps
     if not resume:
         metrics_path.unlink(missing_ok=True)
         (out / "rollouts.jsonl").unlink(missing_ok=True)
@@ -476,8 +506,11 @@ def train_policy(
         done = int(Path(last_ckpt).name.rsplit("-", 1)[-1])
         keep_rows_until(metrics_path, done)  # "step" = the step the row reports, 1-based
         keep_rows_until(out / "rollouts.jsonl", done - 1)  # "step" = global_step when the rollout ran
+        if metrics_path.exists():
+            rows = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line]
+            cost_before = cost_of_rows(rows, price_per_1000)
     rollout_fn = SearchRollout(engine, rollout_cfg, examples, curriculum.schedule(), seed=rl.seed,
-                               log_path=out / "rollouts.jsonl")
+                               log_path=out / "rollouts.jsonl", price_per_1000=price_per_1000)
     log = _MetricsLog(metrics_path, rollout_fn)
     max_len = (rollout_cfg.max_turns + 1) * (rollout_cfg.max_new_tokens + rollout_cfg.max_obs_tokens + 64)
     args = make_grpo_config(rl, ckpt_dir, rollout_cfg.temperature, max_len)
@@ -491,6 +524,7 @@ def train_policy(
         callbacks=[log.callback],
         skip_uninformative=rl.skip_uninformative,
     )
+    place_tensorboard_logs(trainer, out, fresh=not resume)
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=last_ckpt)
     seconds = time.perf_counter() - t0
@@ -498,6 +532,7 @@ def train_policy(
     train_top_layers(model, 0)
     trainer.save_model(str(policy_dir))
     tokenizer.save_pretrained(str(policy_dir))
+    cost = cost_before + rollout_fn.cost
     summary = {
         "policy": str(policy),
         "engine": engine.describe(),
@@ -506,8 +541,9 @@ def train_policy(
         "rollout": asdict(rollout_cfg),
         "rl": asdict(rl),
         "curriculum": asdict(curriculum) if not engine.real else None,
-        "searches": dict(rollout_fn.ledger.totals),
-        "real_searches": rollout_fn.ledger.totals["real_searches"],
+        "searches": dict(rollout_fn.ledger.totals),  # of this process's steps (not those before a resume)
+        "real_searches": cost.real_searches,
+        "search_cost": cost.to_dict(),
         "trainable_parameters": n_trainable,
         "policy_dir": str(policy_dir),
     }

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import torch
 
 from ..data.qa import atomic_write_text
+from .tracking import check_report_to, place_tensorboard_logs, tracker_args
 
 
 @dataclass
@@ -28,10 +29,14 @@ class SFTConfig:
     lora_alpha: int = 32
     max_length: int | None = None
     trainable_layers: int = 0  # 0 = all; n = only the top n decoder blocks (a CPU speed knob)
+    # none, tensorboard (event files in OUT/tensorboard), wandb or trackio (project from WANDB_PROJECT /
+    # TRACKIO_PROJECT); the losses are in the summary either way
+    report_to: str = "none"
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError("steps and batch_size must be >= 1 and learning_rate > 0")
+        check_report_to(self.report_to)
 
 
 @dataclass
@@ -86,7 +91,7 @@ def sft_train(
         max_length=cfg.max_length,
         logging_steps=1,
         save_strategy="no",
-        report_to="none",
+        **tracker_args(cfg.report_to),
         seed=cfg.seed,
         data_seed=cfg.seed,
         disable_tqdm=True,
@@ -108,6 +113,7 @@ def sft_train(
         model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=peft_config,
         callbacks=[Record()],
     )
+    place_tensorboard_logs(trainer, out, fresh=True)
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0

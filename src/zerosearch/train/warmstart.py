@@ -9,6 +9,7 @@ from typing import Any, Sequence
 from ..agent.demos import build_demonstrations
 from ..data.qa import QAExample, atomic_write_text
 from ..engines.base import SearchEngine
+from ..engines.ledger import SERPAPI_PRICE_PER_1000, metered
 from .sft import SFTConfig, TokenizedExample, sft_train
 
 
@@ -25,10 +26,12 @@ def warmstart(
     require_facts: bool = True,
     model=None,
     tokenizer=None,
+    price_per_1000: float = SERPAPI_PRICE_PER_1000,
 ) -> dict[str, Any]:
     """Fine-tune `policy` on demonstrations for the first `n_demos` usable training questions.
 
-    Writes the model to out_dir/model, the demonstrations to out_dir/demos.jsonl and a summary."""
+    Writes the model to out_dir/model, the demonstrations to out_dir/demos.jsonl and a summary, whose
+    `search_cost` prices the real searches at `price_per_1000` USD per 1,000."""
     from ..llm.local import load_causal_lm
 
     out = Path(out_dir)
@@ -37,7 +40,8 @@ def warmstart(
         model, tokenizer = load_causal_lm(policy)
     # Build more than needed: demonstrations whose documents miss a needed fact are dropped.
     pool = list(examples)[: max(n_demos * 2, n_demos + 16)]
-    demos, counts = build_demonstrations(pool, engine, topk=topk, seed=sft.seed, require_facts=require_facts)
+    meter = metered(engine, price_per_1000)
+    demos, counts = build_demonstrations(pool, meter, topk=topk, seed=sft.seed, require_facts=require_facts)
     demos = demos[:n_demos]
     if not demos:
         raise RuntimeError(f"no usable demonstrations from {len(pool)} questions ({counts}); is the engine working?")
@@ -46,7 +50,8 @@ def warmstart(
                     "searches": d.searches}, ensure_ascii=False) + "\n" for d in demos))
     tokenized = [TokenizedExample(*d.tokenize(tokenizer, max_obs_tokens)) for d in demos]
     summary = sft_train(model, tokenizer, tokenized, out, sft)
-    summary.update(demos=len(demos), demo_counts=counts, engine=engine.describe(), real_searches=counts["searches"] if engine.real else 0)
+    summary.update(demos=len(demos), demo_counts=counts, engine=engine.describe(),
+                   real_searches=meter.ledger.real_searches, search_cost=meter.ledger.to_dict())
     model_out = summary.pop("model")
     atomic_write_text(out / "warmstart.json", json.dumps(summary, indent=2))
     return {**summary, "model": model_out}

@@ -28,8 +28,9 @@ from pathlib import Path
 import torch
 
 from zerosearch.data.world import build_world, write_world
-from zerosearch.demo import CONFIG_DIR, _simulator, load_demo_config
-from zerosearch.engines import EngineConfig
+from zerosearch.demo import _simulator
+from zerosearch.engines import EngineConfig, build_engine
+from zerosearch.settings import load_demo_settings
 from zerosearch.llm.local import load_causal_lm
 from zerosearch.train import grpo
 from zerosearch.train.grpo import SearchRollout, train_policy
@@ -70,7 +71,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--policy", default="runs/demo/warmstart/model", help="the warm-started policy to train")
     ap.add_argument("--simulator", default="runs/demo/simulator/model", help="the tuned simulator")
-    ap.add_argument("--config", default=str(CONFIG_DIR / "demo-cpu.yaml"), help="rollout / RL / curriculum settings")
+    ap.add_argument("--config", default="demo-cpu", help="rollout / RL / curriculum settings (a file or a preset)")
     ap.add_argument("--steps", type=int, default=4, help="RL steps per variant")
     ap.add_argument("--questions", type=int, default=None, help="questions a step now (default: the config's)")
     ap.add_argument("--engines", default="bm25,simulator")
@@ -78,15 +79,14 @@ def main() -> None:
     for path in (args.policy, args.simulator):
         if not Path(path).exists():
             raise SystemExit(f"{path} does not exist: run `make demo` first, or pass --policy / --simulator")
-    cfg = load_demo_config(args.config)
-    run_cfg = cfg.run
+    run_cfg, demo = load_demo_settings([args.config])
     per_step = args.questions or run_cfg.rl.questions_per_step
-    world = build_world(seed=cfg.demo.world_seed, n_entities=cfg.demo.entities)
+    world = build_world(seed=demo.world_seed, n_entities=demo.entities)
     tmp = Path(tempfile.mkdtemp(prefix="rl-step-"))
     paths = write_world(world, tmp / "world")
-    questions = [q for q in world.train if q.metadata["hops"] in cfg.demo.hops][: cfg.demo.rl_questions]
-    k = run_cfg.rollout.topk
-    engines = {"bm25": lambda: EngineConfig(kind="bm25", corpus=str(paths["corpus"]), topk=k).build(),
+    questions = [q for q in world.train if q.metadata["hops"] in demo.hops][: demo.rl_questions]
+    k = run_cfg.engine.topk
+    engines = {"bm25": lambda: build_engine(EngineConfig(kind="bm25", corpus=str(paths["corpus"]), topk=k)),
                "simulator": lambda: _simulator(args.simulator, "sft", run_cfg)}
     g = run_cfg.rl.num_generations
     print(f"policy {args.policy}; {args.steps} RL steps per variant; before: 4 questions x {g} a step, "

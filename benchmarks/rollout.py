@@ -27,12 +27,19 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from zerosearch import protocol
-from zerosearch.agent.rollout import RolloutConfig, RolloutStats, rollout
+from zerosearch.agent.rollout import RolloutStats, rollout
+from zerosearch.settings import RolloutConfig
 from zerosearch.data.world import build_world
 from zerosearch.engines.base import SearchRequest
 from zerosearch.engines.bm25 import BM25Engine
 from zerosearch.llm.decoding import packed_linears
 from zerosearch.llm.local import load_causal_lm, render_chat
+
+
+def cut_at_stop(text: str) -> str:
+    """Cut a generated turn right after its first closing </search> or </answer>, as the original scripts do."""
+    ends = [i + len(s) for s in protocol.STOP_STRINGS if (i := text.find(s)) >= 0]
+    return text[: min(ends)] if ends else text
 
 
 class StopOnTags(StoppingCriteria):
@@ -57,13 +64,13 @@ def sequential(model, tok, questions, engine, cfg: RolloutConfig) -> tuple[int, 
                                  pad_token_id=tok.pad_token_id)
             new = out[0, ids.shape[1] :]
             generated += len(new)
-            text = protocol.cut_at_stop(tok.decode(new, skip_special_tokens=True))
+            text = cut_at_stop(tok.decode(new, skip_special_tokens=True))
             context += text
             action = protocol.parse_action(text)
             if action.kind == "answer" or turn == cfg.max_turns:
                 break
             if action.kind == "search":
-                res = engine.search([SearchRequest(action.content, q.question, q.golden_answers)], topk=cfg.topk)[0]
+                res = engine.search([SearchRequest(action.content, q.question, q.golden_answers)])[0]
                 searches += 1
                 context += protocol.observation(res.docs_text())
             else:

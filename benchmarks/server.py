@@ -1,6 +1,6 @@
 """The simulated-engine server with and without request coalescing, side by side, under 32 concurrent clients.
 
-Both servers are the app `zerosearch serve --engine simulated` runs, in front of one SimulatedEngine over a
+Both servers are the app `zerosearch serve -c engine.kind=simulated` runs, in front of one SimulatedEngine over a
 local model: "off" serves one request per engine call (the engine holds a lock), "on" wraps the engine in
 BatchingEngine, as `serve` does by default for simulated engines. Rounds alternate off / on, so a noisy
 neighbour on the machine hurts both alike. Every request is one query with its own question and answer, as a

@@ -10,10 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-from zerosearch.agent.rollout import RolloutConfig
+from zerosearch.settings import RolloutConfig
 from zerosearch.data.qa import QAExample
 from zerosearch.engines.simulated import SimulatedEngine
-from zerosearch.train.grpo import CurriculumConfig, RLConfig, SearchRollout, train_policy
+from zerosearch.curriculum import NoiseSchedule
+from zerosearch.settings import RLConfig
+from zerosearch.train.grpo import SearchRollout, train_policy
 
 from .test_simulated import EchoGenerator
 
@@ -28,7 +30,7 @@ def run(out: Path, resume: bool = False) -> dict:
     questions = [QAExample(str(i), f"what is the capital of land{i}", ["paris"]) for i in range(8)]
     return train_policy(
         str(out / "tiny"), SimulatedEngine(EchoGenerator(), topk=2), questions, out / "run",
-        rollout_cfg=RolloutConfig(max_turns=1, max_new_tokens=6), curriculum=CurriculumConfig(0.0, 0.5),
+        rollout_cfg=RolloutConfig(max_turns=1, max_new_tokens=6), curriculum=NoiseSchedule(0.0, 0.5),
         rl=RLConfig(steps=STEPS, questions_per_step=2, num_generations=2, save_steps=SAVE_STEPS), resume=resume,
     )
 

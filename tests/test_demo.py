@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from zerosearch.demo import ArmSettings, DemoSettings, Stages, load_demo_config, run_demo
+from zerosearch.demo import Stages, run_demo
+from zerosearch.settings import ArmSettings, DemoSettings, load_demo_settings
 from zerosearch.metrics import paired_bootstrap
 
 
@@ -28,7 +29,7 @@ def test_arm_and_pipeline_settings_are_checked(tmp_path):
     bad = tmp_path / "c.yaml"
     bad.write_text("demo:\n  arms:\n    - {name: x, engine: tuned, nois: 0.5}\n")
     with pytest.raises(ValueError, match=r"demo.arms\[0\].*nois"):
-        load_demo_config(bad)
+        load_demo_settings([str(bad)])
 
 
 def test_a_stage_after_one_that_ran_is_never_read_back(tmp_path):

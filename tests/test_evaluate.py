@@ -2,7 +2,7 @@ import pytest
 
 import json
 
-from zerosearch.agent.rollout import RolloutConfig
+from zerosearch.settings import RolloutConfig
 from zerosearch.data.qa import QAExample
 from zerosearch.evaluate import run_eval, write_report
 

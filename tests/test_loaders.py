@@ -4,7 +4,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from zerosearch.data import load_examples
 from zerosearch.data.loaders import examples_from_rows, load
 
 
@@ -119,8 +118,6 @@ def test_several_specs_and_limit(tmp_path):
     assert [(e.id, e.source) for e in ex] == [("test_0", "nq"), ("train_0", "nq")]
     assert len(load(f"{a},{b}")) == 5
     assert load(str(a), limit=0) == []
-    # the public entry point goes through here
-    assert [e.id for e in load_examples(str(a), limit=2)] == ["test_0", "test_1"]
 
 
 def test_missing_file_and_unknown_extension(tmp_path):

@@ -16,7 +16,7 @@ def test_train_runs_data_parallel_with_one_metrics_writer(tmp_path):
     save_tiny(tmp_path / "tiny", [r["contents"] for r in world.corpus])
     (tmp_path / "run.yaml").write_text(
         f"engine: {{kind: bm25, corpus: {tmp_path / 'w' / 'corpus.jsonl'}, topk: 2}}\n"
-        "rollout: {max_turns: 1, max_new_tokens: 8, topk: 2, max_obs_tokens: 32, batch_size: 8}\n"
+        "rollout: {max_turns: 1, max_new_tokens: 8, max_obs_tokens: 32, batch_size: 8}\n"
         "rl: {steps: 2, questions_per_step: 2, num_generations: 2, learning_rate: 1.0e-4}\n"
     )
     out = tmp_path / "out"

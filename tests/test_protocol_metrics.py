@@ -2,7 +2,7 @@ import pytest
 
 from zerosearch import protocol
 from zerosearch.curriculum import NoiseSchedule
-from zerosearch.metrics import cover_em, normalize_answer, score_response, strict_em, token_f1
+from zerosearch.metrics import contains_answer, cover_em, normalize_answer, score_response, strict_em, token_f1
 
 
 def test_instruction_is_search_r1_wording():
@@ -26,9 +26,7 @@ def test_parse_action_first_complete_tag_wins(text, kind, content):
     assert (a.kind, a.content) == (kind, content)
 
 
-def test_cut_at_stop_and_observation_text():
-    assert protocol.cut_at_stop("a <search> q </search> more") == "a <search> q </search>"
-    assert protocol.cut_at_stop("<answer> x </answer> <search>") == "<answer> x </answer>"
+def test_observation_text():
     assert protocol.observation(" docs ") == "\n\n<information>docs</information>\n\n"
     assert "put the query between <search> and </search>" in protocol.INVALID_ACTION
 
@@ -49,6 +47,29 @@ def test_strict_and_cover_em_differ():
     assert token_f1("the beijing city", ["Beijing"]) == pytest.approx(2 * 0.5 * 1 / 1.5)
     assert strict_em(None, ["x"]) == cover_em(None, ["x"]) == token_f1(None, ["x"]) == 0.0
     assert token_f1("", ["x"]) == 0.0
+
+
+@pytest.mark.parametrize("text,answers,found,found_with_blanks", [
+    ("Doc 1(Title: Paris) The capital is PARIS.", ["paris"], True, True),
+    ("Parisian food", ["Paris"], True, True),  # a substring, as cover EM
+    ("the city of rome", ["Paris", "Rome"], True, True),
+    ("nothing here", ["Paris", "Rome"], False, False),
+    ("nothing here", ["The"], False, True),  # normalises to nothing
+    ("nothing here", ["?!"], False, True),
+    ("nothing here", [""], False, False),
+    ("nothing here", [], False, False),
+])
+def test_answer_containment(text, answers, found, found_with_blanks):
+    assert contains_answer(text, answers) is found
+    assert contains_answer(text, answers, blank_matches=True) is found_with_blanks
+    assert cover_em(text, answers) == float(found)
+
+
+def test_token_f1_is_a_symmetric_bag_of_words_f1():
+    # repeated words count once per match: 2 shared of 4 and of 3 words
+    assert token_f1("x y y z", ["y z w"]) == pytest.approx(2 * (2 / 4) * (2 / 3) / (2 / 4 + 2 / 3))
+    assert token_f1("y z w", ["x y y z"]) == token_f1("x y y z", ["y z w"])
+    assert token_f1("The Rome, city", ["rome CITY"]) == 1.0
 
 
 def test_curriculum_matches_the_paper():

@@ -156,7 +156,7 @@ def test_a_report_is_never_half_written_when_the_writer_is_killed(tmp_path):
     report = tmp_path / "report.json"
     script = (
         "import sys\n"
-        "from zerosearch.data.qa import atomic_write_text\n"
+        "from zerosearch.io import atomic_write_text\n"
         "i = 0\n"
         "while True:\n"
         "    atomic_write_text(sys.argv[1], str(i % 10) * (4 << 20))\n"

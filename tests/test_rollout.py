@@ -1,7 +1,9 @@
 import torch
 
 from zerosearch import protocol
-from zerosearch.agent.rollout import RolloutConfig, observation_ids, prompt_ids, rollout
+from zerosearch.agent.env import observation_ids
+from zerosearch.agent.rollout import prompt_ids, rollout
+from zerosearch.settings import RolloutConfig
 from zerosearch.data.qa import QAExample
 from zerosearch.engines.base import Document, SearchEngine, SearchResult
 

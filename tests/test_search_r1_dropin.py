@@ -42,7 +42,7 @@ def bm25_url(tmp_path_factory):
     from zerosearch.data.world import build_world, write_world
 
     paths = write_world(build_world(seed=7, n_entities=300), tmp_path_factory.mktemp("w"))
-    with serve_process("--engine", "bm25", "--corpus", str(paths["corpus"])) as url:
+    with serve_process("-c", "engine.kind=bm25", "-c", f"engine.corpus={paths['corpus']}") as url:
         yield url
 
 
@@ -62,7 +62,8 @@ def test_search_r1_traffic_against_bm25(bm25_url):
 
 def test_dead_simulator_backend_is_a_5xx_without_result():
     dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
-    with serve_process("--engine", "simulated", "--sim-url", dead, "--retries", "0", "--timeout", "1") as url:
+    with serve_process("-c", "engine.kind=simulated", "-c", f"engine.sim_url={dead}", "-c", "engine.retries=0",
+                       "-c", "engine.timeout=1") as url:
         r = httpx.post(f"{url}/retrieve", json={"queries": ["a", "", "b"], "questions": ["Who?"] * 3,
                                                 "golden_answers": [["Ann"]] * 3}, timeout=30)
         assert r.status_code == 502
@@ -93,11 +94,15 @@ def test_served_simulator_gets_the_official_prompt_byte_for_byte():
     seen: list[dict] = []
     backend = LiveServer(fake_backend(seen)).start()
     try:
-        with serve_process("--engine", "simulated", "--sim-url", f"{backend.url}/v1", "--sim-model", "sim",
-                           "--no-batch") as url:
+        with serve_process("-c", "engine.kind=simulated", "-c", f"engine.sim_url={backend.url}/v1",
+                           "-c", "engine.sim_model=sim", "-c", "server.batch=false", "-c", "server.total_steps=10",
+                           "-c", "curriculum.end=1.0") as url:
+            # the server's own curriculum: step 0 of 10 gives P(noisy) = 0, so a client that sends no noise
+            # gets useful documents
             texts = SearchR1LikeClient(url, topk=3).batch_search(
-                ["hamlet author"], questions=["who wrote hamlet"], golden_answers=[["William Shakespeare"]],
-                noise="useful")
+                ["hamlet author"], questions=["who wrote hamlet"], golden_answers=[["William Shakespeare"]])
+            assert httpx.post(f"{url}/step", json={"step": 10}).json()["noise"] == 1.0
+            assert "zerosearch_curriculum_noise 1.0" in httpx.get(f"{url}/metrics").text
     finally:
         backend.stop()
     body, = seen

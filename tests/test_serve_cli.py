@@ -52,7 +52,8 @@ def bm25_server(tmp_path):
     world = build_world(seed=7, n_entities=300)
     paths = write_world(world, tmp_path / "w")
     # --batch: the coalescing path (on by default only for simulated engines) under the tests below
-    with serve_process("--engine", "bm25", "--corpus", str(paths["corpus"]), "--batch", "--batch-wait-ms", "2") as url:
+    with serve_process("-c", "engine.kind=bm25", "-c", f"engine.corpus={paths['corpus']}", "-c", "server.batch=true",
+                       "-c", "server.batch_wait_ms=2") as url:
         yield url, world
 
 

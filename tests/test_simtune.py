@@ -8,8 +8,9 @@ from zerosearch.engines.bm25 import BM25Engine
 from zerosearch.engines.simulated import SimulatedEngine, parse_documents
 from zerosearch.llm.base import Generation, TextGenerator
 from zerosearch.simtune.check import check_simulator, report_markdown
-from zerosearch.simtune.collect import SearchSample, collect, read_samples
-from zerosearch.simtune.label import label_samples, sft_record, split_by_question
+from zerosearch.simtune.collect import collect
+from zerosearch.simtune.label import label_samples, sft_record
+from zerosearch.simtune.samples import SearchSample, read_samples, split_by_question
 
 
 def _sample(i, docs, nxt, correct=True, needed=None, golds=("Paris",)):

@@ -114,7 +114,7 @@ def test_prompt_style_noisy_prompt_omits_the_answer_and_failures_are_reported():
     assert r.error == "server down" and r.documents == []
 
 
-@pytest.mark.parametrize("kw", [{"style": "fancy"}, {"noise": "maybe"}, {"noise": 1.5}, {"answers": "some"}])
+@pytest.mark.parametrize("kw", [{"style": "fancy"}, {"noise": "maybe"}, {"noise": 1.5}, {"noise": True}])
 def test_bad_settings_raise(kw):
     with pytest.raises(ValueError):
         SimulatedEngine(EchoGenerator(), **kw)

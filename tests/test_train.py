@@ -4,11 +4,15 @@ import pytest
 import torch
 
 from zerosearch import protocol
-from zerosearch.agent.rollout import RolloutConfig, observation_ids, prompt_ids, rollout
+from zerosearch.agent.env import observation_ids
+from zerosearch.agent.rollout import prompt_ids, rollout
+from zerosearch.settings import RolloutConfig
 from zerosearch.curriculum import NoiseSchedule
 from zerosearch.data.qa import QAExample
 from zerosearch.engines.simulated import SimulatedEngine
-from zerosearch.train.grpo import CurriculumConfig, RLConfig, SearchRollout, train_policy
+from zerosearch.curriculum import NoiseSchedule
+from zerosearch.settings import RLConfig
+from zerosearch.train.grpo import SearchRollout, train_policy
 from zerosearch.train.sft import SFTConfig, TokenizedExample, sft_train
 
 from .conftest import RecordingEngine
@@ -78,7 +82,7 @@ def test_resume_continues_the_step_count_and_schedule(tiny_tokenizer, tmp_path):
     from zerosearch.llm.tiny import build_tiny_model
 
     sim = SimulatedEngine(EchoGenerator(), topk=2)
-    kw = dict(rollout_cfg=RolloutConfig(max_turns=1, max_new_tokens=6), curriculum=CurriculumConfig(0.0, 0.5),
+    kw = dict(rollout_cfg=RolloutConfig(max_turns=1, max_new_tokens=6), curriculum=NoiseSchedule(0.0, 0.5),
               tokenizer=tiny_tokenizer)
     train_policy("tiny", sim, _questions(8), tmp_path, rl=RLConfig(steps=2, questions_per_step=2, num_generations=2,
                  save_steps=1), model=build_tiny_model(tiny_tokenizer), **kw)
@@ -244,7 +248,8 @@ def test_leaving_zero_advantage_rows_out_of_the_update_keeps_the_gradient(tiny_t
     """Dynamic sampling without re-sampling: the rows of groups with equal rewards are dropped from the update
     (and the padding only they needed), and the loss is rescaled, so the gradient is the one of all rows."""
     from zerosearch.llm.tiny import build_tiny_model
-    from zerosearch.train.grpo import build_dataset, f1_reward, make_grpo_config, search_grpo_trainer_class
+    from zerosearch.train.grpo import build_dataset, f1_reward, make_grpo_config
+    from zerosearch.train.trl_compat import search_grpo_trainer_class
 
     qs = _questions(4)
     rl = RLConfig(algorithm=algorithm, steps=1, questions_per_step=2, num_generations=2)
@@ -285,7 +290,8 @@ def test_leaving_zero_advantage_rows_out_of_the_update_keeps_the_gradient(tiny_t
 
 
 def test_informative_rows_keep_one_row_when_no_group_has_signal():
-    from zerosearch.train.grpo import informative_fraction, informative_rows
+    from zerosearch.train.grpo import informative_fraction
+    from zerosearch.train.trl_compat import informative_rows
 
     inputs = {"prompt_ids": torch.ones(2, 3, dtype=torch.long), "prompt_mask": torch.ones(2, 3, dtype=torch.long),
               "completion_ids": torch.ones(2, 4, dtype=torch.long), "completion_mask": torch.ones(2, 4, dtype=torch.long),

@@ -9,12 +9,13 @@ import pytest
 from typer.testing import CliRunner
 
 from zerosearch import protocol
-from zerosearch.agent.rollout import stop_length
 from zerosearch.cli import app
 from zerosearch.data.loaders import load
-from zerosearch.data.qa import QAExample, write_jsonl
+from zerosearch.data.qa import QAExample
+from zerosearch.integrations.verl.episode import stop_length
 from zerosearch.integrations.verl.export import verl_rows, write_parquet
 from zerosearch.integrations.verl.reward import compute_score, gold_answers
+from zerosearch.io import write_jsonl
 
 runner = CliRunner()
 
@@ -43,7 +44,7 @@ def test_export_rejects_a_non_parquet_path_and_empty_data(tmp_path):
 
 
 def test_cli_exports_the_world_and_flashrag_jsonl(tmp_path):
-    assert runner.invoke(app, ["world", "--out", str(tmp_path / "w"), "--entities", "40"]).exit_code == 0
+    assert runner.invoke(app, ["world", "--out", str(tmp_path / "w"), "-c", "world.entities=40"]).exit_code == 0
     r = runner.invoke(app, ["export", "verl", "--data", str(tmp_path / "w"), "--split", "test", "--limit", "7",
                             "--out", str(tmp_path / "out" / "test.parquet")])
     assert r.exit_code == 0, r.output

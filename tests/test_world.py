@@ -7,10 +7,10 @@ from functools import lru_cache
 
 import pytest
 
-from zerosearch.data.qa import read_jsonl
 from zerosearch.data.world import KINDS, MIN_ENTITIES, World, build_world, write_world
 from zerosearch.engines.base import Document, SearchRequest
 from zerosearch.engines.bm25 import BM25Engine
+from zerosearch.io import read_jsonl
 
 YEAR_ATTRS = ("founding_year", "birth_year", "year")
 

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, DictConfigWrap
 
 from zerosearch import protocol
-from zerosearch.agent.rollout import invalid_action_ids, observation_ids
+from zerosearch.agent.env import invalid_action_ids, observation_ids
 from zerosearch.integrations.verl.agent_loop import ZeroSearchAgentLoop
 from zerosearch.integrations.verl.manager_keys import STEP_KEY, TOTAL_KEY, VALIDATE_KEY
 
@@ -157,7 +157,7 @@ def test_search_failures_fail_the_step_loudly(tokenizer, monkeypatch):
 
 def test_bad_settings_and_rows_are_rejected_with_clear_errors(tokenizer, engine):
     server = ScriptedServer(tokenizer, ["<answer> x </answer>"])
-    with pytest.raises(ValueError, match="unknown engine settings"):
+    with pytest.raises(ValueError, match="engine: unknown settings"):
         run(tokenizer, server, row(), engine={"kind": "remote", "ur": "http://x"})
     with pytest.raises(ValueError, match="val_noise"):
         run(tokenizer, server, row(), val_noise="sometimes")

@@ -46,7 +46,7 @@ NOISE_END=${NOISE_END:-$DEFAULT_END}
 
 # The agent loop, registered by name for verl (actor_rollout_ref.rollout.agent.agent_loop_config_path).
 # Keys besides name and _target_ are the loop's settings. With VAL_RETRIEVE_URL (e.g. a real engine
-# behind `zerosearch serve --engine bm25`), a second loop searches there: export the validation
+# behind `zerosearch serve -c engine.kind=bm25 …`), a second loop searches there: export the validation
 # parquet with `--agent-name zerosearch_agent_val` to use it.
 zs_agent_loop_yaml() {
   cat <<YAML

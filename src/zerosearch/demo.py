@@ -7,8 +7,8 @@ noise curriculum, at constant noise, the prompt-only simulator, the real engine)
 evaluate every policy on held-out test questions WITH THE REAL ENGINE → one table with paired bootstrap
 intervals, and one learning-curve figure.
 
-`zerosearch demo` (configs/demo-cpu.yaml, ≤ 20 minutes) and `zerosearch experiment`
-(configs/experiment-cpu.yaml, ≤ 90 minutes) run this pipeline with different settings. Each finished stage
+`zerosearch demo` (preset demo-cpu, ≤ 20 minutes) and `zerosearch experiment` (preset experiment-cpu,
+≤ 90 minutes) run this pipeline with different settings (`zerosearch/configs/`). Each finished stage
 writes its result to OUT/stages/; a run started again in the same folder skips those stages and resumes an
 interrupted RL arm from its last checkpoint. `--quick` runs the pipeline on tiny random models (a smoke
 test: its numbers mean nothing).
@@ -19,91 +19,12 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-import yaml
-
-from .data.qa import atomic_write_text
-from .settings import RunConfig, build_section, run_config_from_dict
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-ARM_ENGINES = ("tuned", "prompt", "bm25")
-
-
-@dataclass
-class ArmSettings:
-    name: str  # the run folder is OUT/rl-<name>
-    engine: str = "tuned"  # tuned (the tuned simulator), prompt (the untuned, prompt-only simulator), bm25 (real)
-    label: str = ""
-    # A constant noise probability instead of the run's curriculum (the paper's "random" ablation used 0.5).
-    noise: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.engine not in ARM_ENGINES:
-            raise ValueError(f"arm {self.name!r}: engine must be one of {', '.join(ARM_ENGINES)}, not {self.engine!r}")
-        if self.noise is not None and not 0.0 <= self.noise <= 1.0:
-            raise ValueError(f"arm {self.name!r}: noise must be in [0, 1]")
-        self.label = self.label or f"RL, {self.name}"
-
-
-def _default_arms() -> list[ArmSettings]:
-    return [ArmSettings("tuned-simulator", "tuned", "RL, tuned simulator"),
-            ArmSettings("prompt-simulator", "prompt", "RL, prompt-only simulator"),
-            ArmSettings("bm25", "bm25", "RL, real engine (BM25)")]
-
-
-@dataclass
-class DemoSettings:
-    world_seed: int = 7
-    entities: int = 300
-    # Question kinds (1 = single-hop, 2 = two-hop) the simulator data, warm start, RL and evaluation use.
-    hops: tuple[int, ...] = (1, 2)
-    eval_questions: int = 0  # held-out test questions, the same for every method; 0 = all of them
-    rl_questions: int = 400  # training questions the RL runs draw from (disjoint from the warm start's)
-    baseline_model: str = "smollm2-135m"  # the untrained model behind `direct`, `rag` and the prompt-only simulator
-    baselines: bool = True  # also evaluate the untrained model without search (direct) and with one retrieval (rag)
-    # continued pre-training of the simulator on the world's corpus before tuning (0 steps = none)
-    pretrain_steps: int = 0
-    pretrain_batch_size: int = 8
-    pretrain_lr: float = 5e-4
-    compare_unpretrained: bool = False  # also tune and check a simulator without the pre-training
-    # simulation tuning: real searches collected on training questions outside the RL pool
-    simtune_label: str = "contains"
-    simtune_steps: int = 30
-    simtune_batch_size: int = 8
-    simtune_lr: float = 3e-4
-    simtune_trainable_layers: int = 15  # only the top n decoder blocks of the simulator are tuned (CPU speed)
-    simtune_check_queries: int = 30  # held-out searches checked per kind (final hops; first hops of two-hop questions)
-    arms: list[ArmSettings] = field(default_factory=_default_arms)
-    bootstrap_resamples: int = 5000
-
-    def __post_init__(self) -> None:
-        names = [a.name for a in self.arms]
-        if len(set(names)) != len(names):
-            raise ValueError(f"arm names must differ: {names}")
-        if not set(self.hops) <= {1, 2}:
-            raise ValueError(f"hops must be 1 and/or 2, not {list(self.hops)}")
-
-
-@dataclass
-class Demo:
-    run: RunConfig
-    demo: DemoSettings = field(default_factory=DemoSettings)
-
-
-def load_demo_config(path: str | Path) -> Demo:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"no config file {p}")
-    data = yaml.safe_load(p.read_text()) or {}
-    section = dict(data.pop("demo", {}) or {})
-    if "hops" in section:
-        section["hops"] = tuple(section["hops"])
-    if "arms" in section:
-        section["arms"] = [build_section(ArmSettings, a, f"demo.arms[{i}]") for i, a in enumerate(section["arms"])]
-    return Demo(run_config_from_dict(data), build_section(DemoSettings, section, "demo"))
+from .io import atomic_write_text
+from .settings import RunConfig, load_demo_settings
 
 
 def _slug(name: str) -> str:
@@ -150,15 +71,13 @@ def _quick_models(out: Path, texts: list[str], seed: int) -> tuple[str, str]:
 
 
 def _simulator(model_path: str, style: str, run: RunConfig):
-    from .engines.simulated import SimulatedEngine
-    from .llm.local import TransformersGenerator
+    from dataclasses import replace
 
-    e = run.engine
+    from .engines import build_engine, build_generator
+
+    cfg = replace(run.engine, kind="simulated", sim_model=model_path, sim_style=style, sim_url=None)
     # A frozen simulator runs in bfloat16: half the memory traffic per generated token.
-    gen = TransformersGenerator.from_pretrained(model_path, device=e.device, dtype="bfloat16", batch_size=e.sim_batch_size)
-    return SimulatedEngine(gen, style=style, topk=run.rollout.topk, noise=e.noise, temperature=e.sim_temperature,
-                           words=e.sim_words, seed=e.seed, answer_guard=e.sim_answer_guard,
-                           query_guard=e.sim_query_guard)
+    return build_engine(cfg, build_generator(cfg, dtype="bfloat16"))
 
 
 def _prepare_folder(out: Path, settings: dict[str, Any], fresh: bool) -> None:
@@ -176,32 +95,31 @@ def _prepare_folder(out: Path, settings: dict[str, Any], fresh: bool) -> None:
     atomic_write_text(saved, json.dumps(settings, indent=2))
 
 
-def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None = None, fresh: bool = False,
-             say: Callable[[str], None] = print, price_per_1000: float | None = None) -> dict[str, Any]:
-    """Run (or resume) the pipeline in `out`. `price_per_1000` (USD per 1,000 real searches) overrides the
-    config's `engine: price_per_1000:` for the table's search cost."""
-    from .agent.rollout import RolloutConfig
+def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Sequence[str] = (), fresh: bool = False,
+             say: Callable[[str], None] = print, default: str = "demo-cpu") -> dict[str, Any]:
+    """Run (or resume) the pipeline in `out`. `config`: settings files, preset names or KEY=VALUE overrides
+    (see settings.load_settings); without a file, the preset `default` (demo-quick with `quick`)."""
+    from .curriculum import NoiseSchedule
     from .data.world import build_world, write_world
-    from .engines import EngineConfig
+    from .engines import EngineConfig, build_engine
     from .engines.ledger import SearchCost
     from .evaluate import run_eval, write_report
     from .llm.local import load_causal_lm
     from .simtune.check import check_simulator, report_markdown, write_check
-    from .simtune.collect import collect, read_samples
-    from .simtune.label import label_samples, sft_record, split_by_question, write_samples, write_sft_set
+    from .simtune.collect import collect
+    from .simtune.label import label_samples, sft_record, write_sft_set
+    from .simtune.samples import read_samples, split_by_question, write_samples
     from .simtune.pretrain import pretrain_simulator
     from .simtune.tune import tune_simulator
-    from .train.grpo import CurriculumConfig, train_policy
-    from .train.sft import SFTConfig
+    from .settings import RolloutConfig, SFTConfig
+    from .train.grpo import train_policy
     from .train.warmstart import warmstart
 
     out = Path(out)
-    cfg = load_demo_config(config or CONFIG_DIR / ("demo-quick.yaml" if quick else "demo-cpu.yaml"))
-    run, ds = cfg.run, cfg.demo
-    if price_per_1000 is not None:
-        run.engine.price_per_1000 = price_per_1000
+    items = [str(config)] if isinstance(config, (str, Path)) else list(config)
+    run, ds = load_demo_settings(items, "demo-quick" if quick else default)
     price = run.engine.price_per_1000
-    k = run.rollout.topk
+    k = run.engine.topk
     settings = {"run": run.to_dict(), "demo": asdict(ds), "quick": quick}
     # The price changes no stage, only what the table says their searches cost: a folder can be priced again.
     settings["run"]["engine"].pop("price_per_1000")
@@ -215,7 +133,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None 
     eval_q = eval_q[: ds.eval_questions] if ds.eval_questions else eval_q
     # RL draws from its own training questions; the simulator's data and the warm start use the others.
     rl_q, side_q = train_q[: ds.rl_questions], train_q[ds.rl_questions :]
-    real = EngineConfig(kind="bm25", corpus=str(paths["corpus"]), topk=k).build()
+    real = build_engine(EngineConfig(kind="bm25", corpus=str(paths["corpus"]), topk=k))
 
     policy, base_model = run.policy, ds.baseline_model
     if quick:
@@ -249,7 +167,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None 
     collected = stage("simulator data: real searches on training questions", collect_searches)
 
     def tune(base: str, folder: Path) -> dict[str, Any]:
-        from .data.qa import read_jsonl
+        from .io import read_jsonl
 
         records = read_jsonl(sim_dir / "sft.jsonl")[: ds.simtune_steps * ds.simtune_batch_size]
         summary = tune_simulator(base, records, folder, sft=sft(ds.simtune_steps, ds.simtune_batch_size, ds.simtune_lr,
@@ -307,7 +225,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None 
                 say(f"         resuming {arm.label} from its last checkpoint")
             else:
                 shutil.rmtree(arm_dir / "checkpoints", ignore_errors=True)
-            curriculum = run.curriculum if arm.noise is None else CurriculumConfig(arm.noise, arm.noise, kind="constant")
+            curriculum = run.curriculum if arm.noise is None else NoiseSchedule.constant(arm.noise)
             model, tok = load_causal_lm(ws["model_dir"])
             return train_policy(ws["model_dir"], engine(arm.engine), rl_q, arm_dir, rollout_cfg=run.rollout, rl=run.rl,
                                 curriculum=curriculum, resume=resume, model=model, tokenizer=tok, price_per_1000=price)
@@ -318,7 +236,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | None 
             e.close()
 
     eval_cfg = RolloutConfig(max_turns=run.rollout.max_turns, max_new_tokens=run.rollout.max_new_tokens,
-                             topk=k, temperature=0.0, max_obs_tokens=run.rollout.max_obs_tokens,
+                             temperature=0.0, max_obs_tokens=run.rollout.max_obs_tokens,
                              batch_size=min(len(eval_q), 256), bf16=run.rollout.bf16)  # one batch: fewest decode steps
     built = collected["searches"]
 

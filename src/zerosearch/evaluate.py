@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import protocol
-from .agent.rollout import RolloutConfig, Trajectory, rollout
-from .data.qa import QAExample, atomic_write_text
+from .agent.rollout import Trajectory, rollout
+from .data.qa import QAExample
 from .engines.base import SearchEngine, SearchRequest
 from .engines.ledger import SERPAPI_PRICE_PER_1000, MeteredEngine, SearchCost
+from .io import atomic_write_text, write_jsonl
 from .llm.local import render_chat
 from .metrics import score_answer
+from .settings import RolloutConfig
 
 METHODS = ("agent", "direct", "rag")
 
@@ -116,8 +118,7 @@ def run_eval(
     else:
         if method == "rag":
             results = engine.search([SearchRequest(protocol.normalise_question(ex.question), question=ex.question,
-                                                   golden_answers=list(ex.golden_answers)) for ex in examples],
-                                    topk=cfg.topk)
+                                                   golden_answers=list(ex.golden_answers)) for ex in examples])
             retrieved = dict(enumerate(results))
         index = {id(ex): i for i, ex in enumerate(examples)}
 
@@ -201,5 +202,5 @@ def write_report(report: Report, rows: list[dict[str, Any]], out_dir: str | Path
     paths = {"json": out / "report.json", "markdown": out / "report.md", "rows": out / "predictions.jsonl"}
     atomic_write_text(paths["json"], json.dumps(report.to_dict(), indent=2))
     atomic_write_text(paths["markdown"], report_markdown(report, title))
-    atomic_write_text(paths["rows"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_jsonl(paths["rows"], rows)
     return paths

@@ -33,11 +33,20 @@ def strict_em(prediction: str | None, golds: Iterable[str]) -> float:
     return float(any(p == normalize_answer(g) for g in golds))
 
 
+def contains_answer(text: str, answers: Iterable[str], *, blank_matches: bool = False) -> bool:
+    """Whether one of the answers, normalised, occurs in the normalised text (cover EM's test, also used to
+    tell whether documents hold an answer).
+
+    An answer that normalises to nothing ("A", "The", "?") matches no text, or every text with `blank_matches`
+    (what the warm-start filter has always done with such a needed fact); an empty string never matches."""
+    t = normalize_answer(text)
+    return any((a := normalize_answer(x)) in t and bool(a or blank_matches and x) for x in answers)
+
+
 def cover_em(prediction: str | None, golds: Iterable[str]) -> float:
     if prediction is None:
         return 0.0
-    p = normalize_answer(prediction)
-    return float(any((g_n := normalize_answer(g)) and g_n in p for g in golds))
+    return float(contains_answer(prediction, golds))
 
 
 def _f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:

@@ -73,12 +73,6 @@ def parse_action(text: str) -> Action:
     return Action(m.group(1), m.group(2).strip())  # type: ignore[arg-type]
 
 
-def cut_at_stop(text: str) -> str:
-    """Cut a generated turn right after its first closing </search> or </answer>."""
-    ends = [i + len(s) for s in STOP_STRINGS if (i := text.find(s)) >= 0]
-    return text[: min(ends)] if ends else text
-
-
 def extract_answer(response: str) -> str | None:
     """The last <answer> in the RESPONSE (never the prompt, whose example contains one). None if absent."""
     found = _ANSWER_RE.findall(response)
@@ -100,7 +94,3 @@ def format_documents(docs: Sequence[tuple[str, str]]) -> str:
 def observation(docs_text: str) -> str:
     """The environment's reply to a search."""
     return f"\n\n{INFORMATION[0]}{docs_text.strip()}{INFORMATION[1]}\n\n"
-
-
-OBS_PREFIX = f"\n\n{INFORMATION[0]}"
-OBS_SUFFIX = f"{INFORMATION[1]}\n\n"

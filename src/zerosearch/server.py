@@ -36,7 +36,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from .curriculum import NoiseSchedule
-from .engines.base import NOISY, USEFUL, SearchEngine, SearchRequest, SearchResult
+from .engines.base import NOISY, USEFUL, SearchEngine, SearchRequest, SearchResult, parse_noise
 from .engines.batching import BatchingEngine
 
 log = logging.getLogger(__name__)
@@ -196,11 +196,10 @@ def _check_answers(v: Any, where: str) -> tuple[str, ...]:
 
 
 def _check_noise(v: Any, where: str) -> str | float | None:
-    if v is None or v in (USEFUL, NOISY):
-        return v
-    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0.0 <= v <= 1.0:
-        return float(v)
-    raise BadRequest(f"{where} must be 'useful', 'noisy', a probability in [0, 1] or null, not {v!r}")
+    try:
+        return None if v is None else parse_noise(v, where)
+    except ValueError as e:
+        raise BadRequest(str(e)) from None
 
 
 @dataclass

@@ -14,8 +14,9 @@ from typing import Any, Sequence
 
 from .. import protocol
 from ..engines.base import USEFUL, SearchEngine, SearchRequest
-from ..metrics import normalize_answer
-from .rollout import observation_ids, prompt_ids
+from ..metrics import contains_answer
+from .env import observation_ids
+from .rollout import prompt_ids
 
 # World relations "kind.attr[.attr]": the words of a query and of the reasoning for each attribute.
 ATTR_QUERY = {
@@ -67,10 +68,6 @@ def plan(example) -> list[tuple[str, str, str]] | None:
     return [(f"{e} {ATTR_QUERY[a]}", ATTR_NOUN[a], e) for a, e in zip(attrs, entities)]
 
 
-def _contains(text: str, needle: str) -> bool:
-    return bool(needle) and normalize_answer(needle) in normalize_answer(text)
-
-
 def build_demonstrations(
     examples: Sequence[Any],
     engine: SearchEngine,
@@ -117,7 +114,7 @@ def build_demonstrations(
             demos[i].searches.append({"query": query, "kind": res.kind, "engine": res.engine, "real": res.real})
             last = hop == len(plans[i]) - 1
             needed = examples[i].golden_answers if last else [plans[i][hop + 1][2]]
-            if res.error or (require_facts and not any(_contains(docs_text, n) for n in needed)):
+            if res.error or (require_facts and not contains_answer(docs_text, needed, blank_matches=True)):
                 alive.remove(i)
                 counts["dropped_missing_fact"] += 1
     kept = []

@@ -1,5 +1,5 @@
 """QA data: the example type, loaders for FlashRAG / Search-R1 / the hub, and the offline world."""
 
-from .qa import QAExample, load_examples, write_jsonl
+from .qa import QAExample
 
-__all__ = ["QAExample", "load_examples", "write_jsonl"]
+__all__ = ["QAExample"]

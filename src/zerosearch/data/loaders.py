@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .qa import QAExample, read_jsonl
+from ..io import read_jsonl
+from .qa import QAExample
 
 SPLIT_NAMES = {"train", "dev", "test", "val", "valid", "validation"}
 # columns mapped onto QAExample fields; everything else (except `prompt`) goes to metadata

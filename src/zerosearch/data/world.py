@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .qa import QAExample, atomic_write_text, write_jsonl
+from ..io import atomic_write_text, write_jsonl
+from .qa import QAExample
 
 MIN_ENTITIES = 20
 MAX_ENTITIES = 5000

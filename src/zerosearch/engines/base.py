@@ -8,14 +8,13 @@ probability of a noisy result for this call, from the curriculum).
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .. import protocol
 
-USEFUL, NOISY = "useful", "noisy"
+from ..curriculum import NOISY, USEFUL, parse_noise  # noqa: F401  (engines speak of noise in these terms)
 
 
 @dataclass
@@ -55,10 +54,8 @@ class SearchRequest:
     noise: str | float | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.noise, str) and self.noise not in (USEFUL, NOISY):
-            raise ValueError(f"noise must be 'useful', 'noisy' or a probability, not {self.noise!r}")
-        if isinstance(self.noise, (int, float)) and not 0.0 <= float(self.noise) <= 1.0:
-            raise ValueError(f"noise probability must be in [0, 1], not {self.noise}")
+        if self.noise is not None:
+            self.noise = parse_noise(self.noise)
 
 
 @dataclass
@@ -131,7 +128,3 @@ def check_topk(topk: int | None, default: int, limit: int = 100) -> int:
     if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k > limit:
         raise ValueError(f"topk must be an integer between 1 and {limit}, not {topk!r}")
     return k
-
-
-def dumps_results(results: Sequence[SearchResult]) -> str:
-    return json.dumps([r.to_dict() for r in results], ensure_ascii=False)

@@ -9,7 +9,7 @@ from typing import Sequence
 import bm25s
 import numpy as np
 
-from ..data.qa import read_jsonl
+from ..io import read_jsonl
 from .base import Document, SearchEngine, SearchRequest, SearchResult, check_topk
 
 

@@ -11,11 +11,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from ..settings import SERPAPI_PRICE_PER_1000
 from .base import NOISY, USEFUL, SearchEngine, SearchRequest, SearchResult
 
-# The ZeroSearch paper's cost comparison: about 64,000 searches cost $586.7 on SerpAPI, i.e. about $9.17 per
-# 1,000 (SerpAPI's $275 / 30,000-search plan), against $70.8 of GPU time for the simulator.
-SERPAPI_PRICE_PER_1000 = 586.7 / 64
 
 _COUNTS = ("real_searches", "simulated_searches", "simulated_tokens", "simulated_seconds", "failed_searches",
            "cached_searches")

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import httpx
 
+from ..retry import GaveUp, Transient, send, transient_status, with_retries
 from .base import Document, SearchEngine, SearchRequest, SearchResult, check_topk
 
 
@@ -81,29 +82,24 @@ class RemoteEngine(SearchEngine):
 
     def _post(self, payload: dict[str, Any]) -> tuple[Any, str | None]:
         """(parsed JSON, None) or (None, error) after at most 1 + retries attempts."""
-        error = "no attempt made"
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self.stats["retries"] += 1
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                response = self.client.post(self.url, json=payload, headers=self.headers, timeout=self.timeout)
-            except httpx.TimeoutException as e:
-                error = f"timeout after {self.timeout}s: {type(e).__name__}"
-                continue
-            except httpx.TransportError as e:
-                error = f"connection error: {type(e).__name__}: {e}"
-                continue
-            if response.status_code >= 500:
-                error = f"server error {response.status_code}: {response.text[:300]}"
-                continue
-            if response.status_code >= 400:  # our request is wrong; repeating it will not help
+
+        def attempt() -> tuple[Any, str | None]:
+            response = send(lambda: self.client.post(self.url, json=payload, headers=self.headers,
+                                                     timeout=self.timeout), timeout=self.timeout)
+            if transient_status(response.status_code):
+                raise Transient(f"server error {response.status_code}: {response.text[:300]}")
+            if response.status_code >= 400:
                 return None, f"rejected with {response.status_code}: {response.text[:300]}"
             try:
                 return response.json(), None
             except ValueError:
                 return None, f"response is not JSON: {response.text[:300]!r}"
-        return None, f"{error} (after {self.retries + 1} attempts)"
+
+        try:
+            return with_retries(attempt, retries=self.retries, backoff=self.backoff,
+                                on_retry=lambda: self.stats.update(["retries"]))
+        except GaveUp as e:
+            return None, str(e)
 
     def search(self, requests: Sequence[SearchRequest], topk: int | None = None) -> list[SearchResult]:
         k = check_topk(topk, self.default_topk)

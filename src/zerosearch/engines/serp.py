@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any, Sequence
 
 import httpx
 
+from ..io import atomic_write_text
+from ..retry import GaveUp, Transient, send, transient_status, with_retries
 from .base import Document, SearchEngine, SearchRequest, SearchResult, check_topk
 
 SERPAPI_URL = "https://serpapi.com/search.json"
@@ -70,53 +71,39 @@ class SerpEngine(SearchEngine):
         return organic if isinstance(organic, list) else None
 
     def _write_cache(self, path: Path, params: dict[str, Any], organic: list) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"params": params, "organic_results": organic}, f, ensure_ascii=False)
-            os.replace(tmp, path)  # readers never see a half-written file
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, json.dumps({"params": params, "organic_results": organic}, ensure_ascii=False))
 
     def _fetch(self, params: dict[str, Any]) -> tuple[list | None, str | None]:
         """(organic_results, None) or (None, error) after at most 1 + retries attempts."""
-        error = "no attempt made"
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                response = self.client.get(SERPAPI_URL, params={**params, "api_key": self.api_key},
-                                           timeout=self.timeout)
-            except httpx.TimeoutException as e:
-                error = f"timeout after {self.timeout}s: {type(e).__name__}"
-                continue
-            except httpx.TransportError as e:
-                error = f"connection error: {type(e).__name__}"  # the message may contain the URL with the key
-                continue
-            try:
-                data = response.json()
-            except ValueError:
-                data = None
-            message = data.get("error") if isinstance(data, dict) else None
-            if response.status_code >= 500 or response.status_code == 429:
-                error = f"SerpAPI {response.status_code}: {message or 'server error'}"
-                continue
-            if response.status_code >= 400:
-                return None, f"SerpAPI {response.status_code}: {message or 'request rejected'}"
-            if not isinstance(data, dict):
-                return None, "SerpAPI answered with something that is not a JSON object"
-            organic = data.get("organic_results")
-            if organic is None:
-                # SerpAPI reports an empty result page as an "error" with status 200
-                if message is None or "any results" in message:
-                    return [], None
-                return None, f"SerpAPI: {message}"
-            if not isinstance(organic, list):
-                return None, "SerpAPI 'organic_results' is not a list"
-            return organic, None
-        return None, f"{error} (after {self.retries + 1} attempts)"
+        try:
+            return with_retries(lambda: self._attempt(params), retries=self.retries, backoff=self.backoff)
+        except GaveUp as e:
+            return None, str(e)
+
+    def _attempt(self, params: dict[str, Any]) -> tuple[list | None, str | None]:
+        # the exception's text may quote the URL, which holds the key
+        response = send(lambda: self.client.get(SERPAPI_URL, params={**params, "api_key": self.api_key},
+                                                timeout=self.timeout), timeout=self.timeout, detail=False)
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        message = data.get("error") if isinstance(data, dict) else None
+        if transient_status(response.status_code):
+            raise Transient(f"SerpAPI {response.status_code}: {message or 'server error'}")
+        if response.status_code >= 400:
+            return None, f"SerpAPI {response.status_code}: {message or 'request rejected'}"
+        if not isinstance(data, dict):
+            return None, "SerpAPI answered with something that is not a JSON object"
+        organic = data.get("organic_results")
+        if organic is None:
+            # SerpAPI reports an empty result page as an "error" with status 200
+            if message is None or "any results" in message:
+                return [], None
+            return None, f"SerpAPI: {message}"
+        if not isinstance(organic, list):
+            return None, "SerpAPI 'organic_results' is not a list"
+        return organic, None
 
     def _one(self, request: SearchRequest, k: int) -> SearchResult:
         t0 = time.perf_counter()

@@ -23,7 +23,8 @@ from typing import Sequence
 
 from ..llm.base import TextGenerator
 from ..metrics import normalize_answer
-from .base import NOISY, USEFUL, Document, SearchEngine, SearchRequest, SearchResult, check_topk
+from ..settings import SIM_MAX_TOPK
+from .base import NOISY, USEFUL, Document, SearchEngine, SearchRequest, SearchResult, check_topk, parse_noise
 
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten"}
 
@@ -164,7 +165,7 @@ def parse_documents(text: str, k: int) -> tuple[list[tuple[str, str]], int]:
 class SimulatedEngine(SearchEngine):
     name = "simulated"
     real = False
-    max_topk = 10  # documents one generation writes; more is a client error, not an engine failure
+    max_topk = SIM_MAX_TOPK
 
     def __init__(
         self,
@@ -176,16 +177,13 @@ class SimulatedEngine(SearchEngine):
         temperature: float = 0.8,
         words: int = 30,
         max_new_tokens: int | None = None,
-        answers: str = "first",
         seed: int = 0,
         answer_guard: bool = True,
         query_guard: bool = True,
     ) -> None:
         if style not in ("sft", "prompt"):
             raise ValueError(f"simulator style must be 'sft' or 'prompt', not {style!r}")
-        if answers not in ("first", "all"):
-            raise ValueError("answers must be 'first' (as ZeroSearch) or 'all'")
-        SearchRequest("q", noise=noise)  # validates the default noise
+        parse_noise(noise)  # a bad default fails here, not at the first search
         self.generator = generator
         self.style = style
         self.default_topk = topk
@@ -193,7 +191,6 @@ class SimulatedEngine(SearchEngine):
         self.temperature = temperature
         self.words = words
         self.max_new_tokens = max_new_tokens
-        self.answers = answers
         # Noisy documents must not contain the answer (a tuned simulator that sees the answer in its prompt
         # still copies it at times). With a backend that enforces bans, the gold answers are banned
         # from noisy outputs while decoding.
@@ -223,11 +220,10 @@ class SimulatedEngine(SearchEngine):
         # ZeroSearch: one fresh draw per call; noisy when the draw falls under p.
         return NOISY if self._rng.random() < float(noise) else USEFUL
 
-    def _answer(self, golds: Sequence[str]) -> str:
-        golds = [g for g in golds if g]
-        if not golds:
-            return ""
-        return golds[0] if self.answers == "first" else " or ".join(golds)
+    @staticmethod
+    def _answer(golds: Sequence[str]) -> str:
+        """The first gold answer, as ZeroSearch gives it to the simulator."""
+        return next((g for g in golds if g), "")
 
     def build_prompt(self, req: SearchRequest, kind: str, k: int) -> str:
         n = NUMBER_WORDS.get(k, str(k))

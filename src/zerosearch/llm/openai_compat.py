@@ -9,15 +9,13 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import httpx
 
+from ..retry import GaveUp, Transient, send, transient_status, with_retries
 from .base import Generation, Messages, TextGenerator
-
-_MAX_BACKOFF = 30.0
 
 
 class OpenAICompatGenerator(TextGenerator):
@@ -112,41 +110,22 @@ class OpenAICompatGenerator(TextGenerator):
         return gen
 
     def _attempts(self, body: dict[str, Any]) -> Generation:
-        errors: list[str] = []
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                self._count("retries")
-                time.sleep(min(self.backoff * 2 ** (attempt - 1), _MAX_BACKOFF))
-            # each attempt moves to the next server, so a dead one is skipped on retry
-            url = self._base() + "/chat/completions"
-            try:
-                r = self.client.post(url, json=body, headers=self._headers, timeout=self.timeout)
-            except httpx.TimeoutException:
-                errors.append(f"timed out after {self.timeout}s ({url})")
-                continue
-            except httpx.TransportError as e:
-                errors.append(f"{type(e).__name__}: {str(e) or 'connection failed'} ({url})")
-                continue
-            if r.status_code == 429 or r.status_code >= 500:
-                errors.append(f"HTTP {r.status_code} from {url}: {r.text[:200]}")
-                continue
-            if r.status_code >= 400:
-                return Generation(text="", error=f"HTTP {r.status_code} from {url}: {r.text[:500]}")
-            return _parse(r, url)
-        attempts = self.max_retries + 1
-        seen = "; ".join(dict.fromkeys(errors))  # distinct causes, in order
-        return Generation(text="", error=f"{seen}; gave up after {attempts} attempt{'s' * (attempts > 1)}")
-
-    def health(self) -> bool:
-        """True if every server answers GET /models."""
         try:
-            for base in self.base_urls:
-                r = self.client.get(base + "/models", headers=self._headers, timeout=min(self.timeout, 5.0))
-                if r.status_code != 200:
-                    return False
-            return True
-        except Exception:
-            return False
+            return with_retries(lambda: self._attempt(body), retries=self.max_retries, backoff=self.backoff,
+                                on_retry=lambda: self._count("retries"))
+        except GaveUp as e:
+            return Generation(text="", error=str(e))
+
+    def _attempt(self, body: dict[str, Any]) -> Generation:
+        # each attempt moves to the next server, so a dead one is skipped on retry
+        url = self._base() + "/chat/completions"
+        r = send(lambda: self.client.post(url, json=body, headers=self._headers, timeout=self.timeout),
+                 timeout=self.timeout, where=url)
+        if transient_status(r.status_code):
+            raise Transient(f"HTTP {r.status_code} from {url}: {r.text[:200]}")
+        if r.status_code >= 400:
+            return Generation(text="", error=f"HTTP {r.status_code} from {url}: {r.text[:500]}")
+        return _parse(r, url)
 
     def close(self) -> None:
         if self._owns_client:

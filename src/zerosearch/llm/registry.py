@@ -9,13 +9,13 @@ a safetensors folder in the cache and load that (~2 s) ever after. The package i
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlparse
+
+from ..io import atomic_target
 
 
 @dataclass(frozen=True)
@@ -66,14 +66,9 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_target(out, folder=True) as tmp:  # a crash never leaves a half-written model folder
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        os.replace(tmp, out)  # atomic: a crash never leaves a half-written model folder
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _looks_like_a_path(key: str) -> bool:

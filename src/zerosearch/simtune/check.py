@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..data.qa import atomic_write_text
 from ..engines.base import NOISY, USEFUL, SearchRequest
 from ..engines.simulated import SimulatedEngine
-from ..metrics import normalize_answer
-from .collect import SearchSample, contains
+from ..io import atomic_write_text, write_jsonl
+from ..metrics import contains_answer, normalize_answer, token_f1
+from .samples import SearchSample
 
 MIN_WORDS, MAX_WORDS = 4, 120
 # A query that names nothing the question is about. A real engine returns nothing useful for it; a simulator
@@ -29,15 +28,6 @@ MIN_WORDS, MAX_WORDS = 4, 120
 # </search>`).
 PROBE_QUERY = "search"
 PROBE = "probe"
-
-
-def _bag_f1(a: str, b: str) -> float:
-    x, y = Counter(normalize_answer(a).split()), Counter(normalize_answer(b).split())
-    same = sum((x & y).values())
-    if not same:
-        return 0.0
-    p, r = same / sum(x.values()), same / sum(y.values())
-    return 2 * p * r / (p + r)
 
 
 def _rate(xs: Sequence[bool]) -> float:
@@ -68,9 +58,9 @@ def check_simulator(sim: SimulatedEngine, samples: Sequence[SearchSample], *, k:
         rows.append({
             "kind": kind, "final_hop": list(s.needed) == list(s.golden_answers), "error": r.error,
             "valid": r.ok and r.repaired == 0 and len(r.documents) == k and all(MIN_WORDS <= n <= MAX_WORDS for n in lengths),
-            "hit": contains(sim_text, s.needed),
+            "hit": contains_answer(sim_text, s.needed),
             "title_overlap": sum(normalize_answer(d.title) in real_titles for d in r.documents) / k,
-            "text_f1": _bag_f1(sim_text, real_text),
+            "text_f1": token_f1(sim_text, [real_text]),
             "tokens": r.meta.get("tokens", 0),
             "query": s.query, "documents": [{"title": d.title, "text": d.text} for d in r.documents],
         })
@@ -139,4 +129,4 @@ def _bridge(report: dict[str, Any]) -> str:
 def write_check(result: dict[str, Any], out_dir: str | Path, name: str) -> None:
     out = Path(out_dir)
     atomic_write_text(out / f"{name}.json", json.dumps(result["report"], indent=2))
-    atomic_write_text(out / f"{name}.rows.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result["rows"]))
+    write_jsonl(out / f"{name}.rows.jsonl", result["rows"])

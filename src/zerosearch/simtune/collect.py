@@ -9,41 +9,20 @@ warm-start demonstrations follow (needs the world's question metadata), for mode
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..agent.demos import plan
 from ..engines.base import Document, SearchEngine, SearchRequest
 from ..engines.ledger import SERPAPI_PRICE_PER_1000, metered
-from ..metrics import normalize_answer, strict_em
-
-
-def contains(text: str, needles: Sequence[str]) -> bool:
-    t = normalize_answer(text)
-    return any((n := normalize_answer(x)) and n in t for x in needles)
-
-
-@dataclass
-class SearchSample:
-    id: str  # question id + search index
-    question_id: str
-    question: str
-    golden_answers: list[str]
-    query: str
-    hop: int
-    needed: list[str]  # what this search was after: the bridge for a first hop, else the gold answers
-    documents: list[dict[str, Any]]  # the top-k the policy read: id, title, text, contains_answer
-    next_documents: list[dict[str, Any]]  # ranks k+1..2k
-    trajectory_correct: bool
-    engine: str = ""
-    meta: dict[str, Any] = field(default_factory=dict)
+from ..io import append_jsonl, read_jsonl
+from ..metrics import contains_answer, strict_em
+from .samples import SearchSample
 
 
 def _docs(docs: Sequence[Document], answers: Sequence[str]) -> list[dict[str, Any]]:
-    return [{"id": d.id, "title": d.title, "text": d.text, "contains_answer": contains(f"{d.title} {d.text}", answers)}
-            for d in docs]
+    return [{"id": d.id, "title": d.title, "text": d.text,
+             "contains_answer": contains_answer(f"{d.title} {d.text}", answers)} for d in docs]
 
 
 def _planned_searches(ex) -> list[tuple[str, list[str]]] | None:
@@ -78,24 +57,15 @@ def collect(
     meter = metered(engine, price_per_1000)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done: set[str] = set()
-    if out.exists():
-        with open(out, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    try:
-                        done.add(json.loads(line)["question_id"])
-                    except (json.JSONDecodeError, KeyError):
-                        continue  # a line cut by a crash: its question is collected again
+    # a line cut by a crash is passed over: its question is collected again
+    done = {r["question_id"] for r in (read_jsonl(out, skip_broken=True) if out.exists() else [])
+            if isinstance(r, dict) and "question_id" in r}
     todo = [ex for ex in examples if ex.id not in done]
     stats = {"questions": 0, "searches": 0, "skipped_done": len(examples) - len(todo), "skipped_no_plan": 0}
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
         samples = _collect_batch(chunk, meter, topk, policy, rollout_cfg, stats)
-        with open(out, "a", encoding="utf-8") as f:
-            for s in samples:
-                f.write(json.dumps(asdict(s), ensure_ascii=False) + "\n")
-            f.flush()
+        append_jsonl(out, samples)
         stats["questions"] += len(chunk)
         stats["searches"] += len(samples)
         if progress is not None:
@@ -131,7 +101,8 @@ def _collect_batch(chunk, engine, topk, policy, rollout_cfg, stats) -> list[Sear
         for (ex, hop, q, needed), res in zip(searches, results):
             last = hop == len(_planned_searches(ex)) - 1
             if last:
-                correct[ex.id] = any(contains(f"{d.title} {d.text}", ex.golden_answers) for d in res.documents[:topk])
+                correct[ex.id] = any(contains_answer(f"{d.title} {d.text}", ex.golden_answers)
+                                     for d in res.documents[:topk])
     samples = []
     for n, ((ex, hop, q, needed), res) in enumerate(zip(searches, results)):
         samples.append(SearchSample(
@@ -142,15 +113,3 @@ def _collect_batch(chunk, engine, topk, policy, rollout_cfg, stats) -> list[Sear
             meta={"error": res.error} if res.error else {},
         ))
     return samples
-
-
-def read_samples(path: str | Path) -> list[SearchSample]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                try:
-                    rows.append(SearchSample(**json.loads(line)))
-                except (json.JSONDecodeError, TypeError):
-                    continue  # a line cut by a crash
-    return rows

@@ -12,17 +12,17 @@ Each collected search gives two candidate sets for its query: the top-k the poli
 
 from __future__ import annotations
 
-import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..data.qa import atomic_write_text
 from ..engines.base import NOISY, USEFUL
 from ..engines.simulated import sft_prompt, sft_target
+from ..io import write_jsonl
 from ..llm.base import TextGenerator
-from .collect import SearchSample, contains
+from ..metrics import contains_answer
+from .samples import SearchSample
 
 RULES = ("judge", "trajectory", "contains", "hop")
 
@@ -79,9 +79,9 @@ def label_samples(
     elif rule == "trajectory":
         useful = [origin == "top" and s.trajectory_correct for s, _, origin in sets]
     elif rule == "contains":
-        useful = [contains(_text(docs), s.golden_answers) for s, docs, _ in sets]
+        useful = [contains_answer(_text(docs), s.golden_answers) for s, docs, _ in sets]
     else:
-        useful = [contains(_text(docs), s.needed) for s, docs, _ in sets]
+        useful = [contains_answer(_text(docs), s.needed) for s, docs, _ in sets]
     out = [LabelledSet(s.id, s.question_id, s.question, s.golden_answers, s.query, s.needed,
                        [{"title": d["title"], "text": d["text"]} for d in docs], origin, USEFUL if u else NOISY)
            for (s, docs, origin), u in zip(sets, useful)]
@@ -124,20 +124,5 @@ def sft_record(x: LabelledSet, *, words: int = 30) -> dict[str, Any]:
             "label": x.label, "query": x.query, "question_id": x.question_id, "origin": x.origin}
 
 
-def split_by_question(samples: Sequence[SearchSample], holdout: float, seed: int = 0):
-    """Hold out whole questions (all their searches) for `simtune check`."""
-    if not 0.0 <= holdout < 1.0:
-        raise ValueError("holdout must be in [0, 1)")
-    qids = sorted({s.question_id for s in samples})
-    rng = random.Random(seed)
-    rng.shuffle(qids)
-    held = set(qids[: round(len(qids) * holdout)])
-    return [s for s in samples if s.question_id not in held], [s for s in samples if s.question_id in held]
-
-
 def write_sft_set(records: Sequence[dict[str, Any]], path: str | Path) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-
-def write_samples(samples: Sequence[SearchSample], path: str | Path) -> None:
-    atomic_write_text(path, "".join(json.dumps(asdict(s), ensure_ascii=False) + "\n" for s in samples))
+    write_jsonl(path, records)

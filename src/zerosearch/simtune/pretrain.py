@@ -17,7 +17,7 @@ import random
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..data.qa import atomic_write_text, read_jsonl
+from ..io import atomic_write_text, read_jsonl
 from ..engines.base import Document
 from ..train.sft import SFTConfig, TokenizedExample, sft_train
 

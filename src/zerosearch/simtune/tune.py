@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..data.qa import read_jsonl
+from ..io import read_jsonl
 from ..llm.local import render_chat
 from ..train.sft import SFTConfig, TokenizedExample, sft_train
 

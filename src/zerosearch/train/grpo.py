@@ -21,70 +21,15 @@ from typing import Any, Sequence
 import torch
 
 from .. import protocol
-from ..agent.rollout import RolloutConfig, RolloutStats, Trajectory, rollout
+from ..agent.rollout import RolloutStats, Trajectory, rollout
 from ..curriculum import NoiseSchedule
-from ..data.qa import QAExample, atomic_write_text
+from ..data.qa import QAExample
+from ..io import atomic_write_text
 from ..engines.base import NOISY, USEFUL, SearchEngine
 from ..engines.ledger import SERPAPI_PRICE_PER_1000, SearchCost, metered
 from ..metrics import score_answer
-from .tracking import check_report_to, place_tensorboard_logs, tracker_args
-
-# Presets of the GRPO family. TRL has no PPO (removed in 1.x); PPO runs through the verl adapter.
-ALGORITHMS: dict[str, dict[str, Any]] = {
-    # group-normalised advantages (r - mean_group) / std_group
-    "grpo": {"loss_type": "grpo", "scale_rewards": "group"},
-    # REINFORCE with the group mean as baseline and no std scaling (the original "REINFORCE" had no
-    # baseline at all, bug B7)
-    "reinforce": {"loss_type": "grpo", "scale_rewards": "none"},
-    # DAPO: token-level loss, clip-higher
-    "dapo": {"loss_type": "dapo", "scale_rewards": "group", "epsilon_high": 0.28},
-}
-
-
-@dataclass
-class RLConfig:
-    algorithm: str = "grpo"
-    steps: int = 10
-    questions_per_step: int = 4
-    num_generations: int = 4  # rollouts per question (the group)
-    learning_rate: float = 1e-5
-    beta: float = 0.0  # KL coefficient to the reference policy (paper: 0.001)
-    epsilon: float = 0.2
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    save_steps: int = 0  # 0 = only at the end
-    bf16: bool = False  # bfloat16 autocast for the policy update (fast on CPUs with AVX512-BF16)
-    gradient_checkpointing: bool = False
-    trainable_layers: int = 0  # 0 = all; n = only the top n decoder blocks (a CPU speed knob)
-    # Leave rows with zero advantage (groups whose rewards are all equal) out of the update: the same
-    # gradient for less work when beta = 0 (DAPO's dynamic sampling, without drawing replacement groups).
-    skip_uninformative: bool = True
-    # none, tensorboard (event files in OUT/tensorboard), wandb or trackio (project from WANDB_PROJECT /
-    # TRACKIO_PROJECT); metrics.jsonl is written either way
-    report_to: str = "none"
-
-    def __post_init__(self) -> None:
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
-        check_report_to(self.report_to)
-        if self.num_generations < 2:
-            raise ValueError("num_generations must be >= 2: group baselines need at least two rollouts")
-        if self.steps < 1 or self.questions_per_step < 1:
-            raise ValueError("steps and questions_per_step must be >= 1")
-
-
-@dataclass
-class CurriculumConfig:
-    start: float = 0.0
-    end: float = 0.5
-    base: float = 4.0
-    kind: str = "exponential"
-
-    def schedule(self) -> NoiseSchedule:
-        return NoiseSchedule(self.start, self.end, self.base, self.kind)
-
+from ..settings import ALGORITHMS, RLConfig, RolloutConfig
+from .tracking import place_tensorboard_logs, tracker_args
 
 def build_dataset(examples: Sequence[QAExample]):
     from datasets import Dataset
@@ -294,7 +239,7 @@ def make_grpo_config(rl: RLConfig, out_dir: str | Path, temperature: float, max_
         num_generations=rl.num_generations,
         learning_rate=rl.learning_rate,
         lr_scheduler_type="constant_with_warmup" if rl.warmup_ratio else "constant",
-        warmup_steps=rl.warmup_ratio,
+        warmup_steps=rl.warmup_ratio,  # transformers 5 reads a float below 1 as a share of the steps
         weight_decay=rl.weight_decay,
         max_grad_norm=rl.max_grad_norm,
         beta=rl.beta,
@@ -314,102 +259,6 @@ def make_grpo_config(rl: RLConfig, out_dir: str | Path, temperature: float, max_
         disable_tqdm=True,
         **preset,
     )
-
-
-def search_grpo_trainer_class():
-    """GRPOTrainer whose loss forward scores only the policy's own tokens.
-
-    TRL's fused LM head computes a log-prob for every completion position and the loss then multiplies the
-    observation positions by env_mask = 0. Observations are most of a search trajectory's completion, and on
-    a CPU the full-vocabulary projection of each position is a large share of an update, so we label the
-    masked positions -100 before the head: same loss, a fraction of the work.
-    """
-    from trl import GRPOTrainer
-
-    class SearchGRPOTrainer(GRPOTrainer):
-        def __init__(self, *args, skip_uninformative: bool = False, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            self.skip_uninformative = skip_uninformative
-            self._score_mask = None
-            base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-            fused_forward = base.forward
-            trainer = self
-
-            def forward(*a, labels=None, fused_lm_head=False, **kw):
-                mask = trainer._score_mask
-                if fused_lm_head and labels is not None and mask is not None and labels.shape[0] == mask.shape[0]:
-                    labels = labels.clone()
-                    labels[:, -mask.shape[1] :][mask == 0] = -100
-                return fused_forward(*a, labels=labels, fused_lm_head=fused_lm_head, **kw)
-
-            base.forward = forward
-
-        def _skips_uninformative(self) -> bool:
-            """Rows with zero advantage add exactly nothing to the gradient only without a KL or entropy term,
-            and without a batch-wide entropy quantile; the loss scale is restored for these two loss types."""
-            return (self.skip_uninformative and self.beta == 0.0
-                    and not getattr(self, "_entropy_bonus_enabled", False) and self.top_entropy_quantile >= 1.0
-                    and self.loss_type in ("grpo", "dapo"))
-
-        def _generate_and_score_completions(self, inputs):
-            out = super()._generate_and_score_completions(inputs)
-            rewards = getattr(self.rollout_func, "last_rewards", None)
-            adv = out["advantages"]
-            if self._skips_uninformative() and rewards is not None and len(rewards) == adv.shape[0]:
-                # A group whose rewards are all equal has zero advantage up to rounding of its mean: make it
-                # exactly zero so the update can leave it out (DAPO's dynamic sampling, without re-sampling).
-                g = torch.tensor(rewards, dtype=torch.float64).view(-1, self.num_generations)
-                same = (g == g[:, :1]).all(dim=1).repeat_interleave(self.num_generations)
-                out["advantages"] = adv.masked_fill(same.to(adv.device), 0.0)
-            return out
-
-        def _compute_loss(self, model, inputs):
-            scale = 1.0
-            if self._skips_uninformative():
-                inputs, scale = informative_rows(inputs, mean_over_rows=self.loss_type == "grpo")
-            tool_mask = inputs.get("tool_mask")
-            self._score_mask = None if tool_mask is None else inputs["completion_mask"] * tool_mask
-            try:
-                return super()._compute_loss(model, inputs) * scale
-            finally:
-                self._score_mask = None
-
-    return SearchGRPOTrainer
-
-
-def informative_rows(inputs: dict[str, Any], *, mean_over_rows: bool) -> tuple[dict[str, Any], float]:
-    """The update's rows with a non-zero advantage, their padding cut off, and the factor that keeps the loss
-    (hence the gradient) what it was over all rows. With no KL term a zero-advantage row's loss is exactly 0,
-    so leaving it out changes nothing but the work. `mean_over_rows`: the loss averages per-row means (GRPO),
-    so the kept rows' mean is scaled by kept/total; a token-sum loss over a fixed normaliser (DAPO) needs no
-    factor. At least one row is kept, so every process still runs a forward and a backward pass."""
-    adv = inputs["advantages"]
-    total = adv.shape[0]
-    keep = (adv != 0) if adv.dim() == 1 else (adv != 0).any(dim=1)
-    informative = int(keep.sum())
-    if informative == total:
-        return inputs, 1.0
-    if informative == 0:
-        keep = torch.zeros_like(keep)
-        keep[0] = True
-    idx = keep.nonzero().squeeze(1)
-    out = {k: v.index_select(0, idx) if torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] == total else v
-           for k, v in inputs.items()}
-    # Cut columns that are padding in every kept row: prompts are padded on the left, completions on the right.
-    p_mask, c_mask = out["prompt_mask"], out["completion_mask"]
-    first = int(p_mask.any(dim=0).nonzero()[0]) if bool(p_mask.any()) else 0
-    last = int(c_mask.any(dim=0).nonzero()[-1]) + 1 if bool(c_mask.any()) else 1
-    tc = c_mask.shape[1]
-    for k, v in out.items():
-        if not torch.is_tensor(v) or v.dim() < 2:
-            continue
-        if k.startswith("prompt"):
-            out[k] = v[:, first:]
-        elif v.shape[1] == tc:
-            out[k] = v[:, :last]
-    if informative == 0:
-        return out, 0.0
-    return out, informative / total if mean_over_rows else 1.0
 
 
 def keep_rows_until(path: Path, last_step: int) -> None:
@@ -460,7 +309,7 @@ def train_policy(
     *,
     rollout_cfg: RolloutConfig,
     rl: RLConfig,
-    curriculum: CurriculumConfig | None = None,
+    curriculum: NoiseSchedule | None = None,
     resume: bool = False,
     model=None,
     tokenizer=None,
@@ -475,7 +324,7 @@ def train_policy(
     from ..llm.local import load_causal_lm
     from .plots import plot_training
     from .freeze import train_top_layers
-    from .trl_compat import compact_lm_head_on_cpu
+    from .trl_compat import compact_lm_head_on_cpu, search_grpo_trainer_class
 
     compact_lm_head_on_cpu()
     out = Path(out_dir)
@@ -487,7 +336,7 @@ def train_policy(
         model, tokenizer = load_causal_lm(policy)
     model.train()
     n_trainable = train_top_layers(model, rl.trainable_layers)
-    curriculum = curriculum or CurriculumConfig()
+    curriculum = curriculum or NoiseSchedule()
     ckpt_dir = out / "checkpoints"
     last_ckpt = None
     if resume:
@@ -509,7 +358,7 @@ def train_policy(
         if metrics_path.exists():
             rows = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line]
             cost_before = cost_of_rows(rows, price_per_1000)
-    rollout_fn = SearchRollout(engine, rollout_cfg, examples, curriculum.schedule(), seed=rl.seed,
+    rollout_fn = SearchRollout(engine, rollout_cfg, examples, curriculum, seed=rl.seed,
                                log_path=out / "rollouts.jsonl", price_per_1000=price_per_1000)
     log = _MetricsLog(metrics_path, rollout_fn)
     max_len = (rollout_cfg.max_turns + 1) * (rollout_cfg.max_new_tokens + rollout_cfg.max_obs_tokens + 64)

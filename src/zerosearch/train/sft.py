@@ -12,31 +12,9 @@ from typing import Any, Sequence
 
 import torch
 
-from ..data.qa import atomic_write_text
-from .tracking import check_report_to, place_tensorboard_logs, tracker_args
-
-
-@dataclass
-class SFTConfig:
-    steps: int = 20
-    batch_size: int = 8
-    learning_rate: float = 5e-5
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    seed: int = 0
-    bf16: bool = False
-    lora_r: int = 0  # 0 = full fine-tune; > 0 = LoRA adapters of this rank (merged into the saved model)
-    lora_alpha: int = 32
-    max_length: int | None = None
-    trainable_layers: int = 0  # 0 = all; n = only the top n decoder blocks (a CPU speed knob)
-    # none, tensorboard (event files in OUT/tensorboard), wandb or trackio (project from WANDB_PROJECT /
-    # TRACKIO_PROJECT); the losses are in the summary either way
-    report_to: str = "none"
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.learning_rate <= 0:
-            raise ValueError("steps and batch_size must be >= 1 and learning_rate > 0")
-        check_report_to(self.report_to)
+from ..io import atomic_write_text
+from ..settings import SFTConfig
+from .tracking import place_tensorboard_logs, tracker_args
 
 
 @dataclass
@@ -57,6 +35,8 @@ def sft_train(
     cfg: SFTConfig,
 ) -> dict[str, Any]:
     """Fine-tune `model` on the examples; save it (LoRA merged) with its tokenizer to out_dir; return a summary."""
+    if cfg.learning_rate is None:
+        raise ValueError("the SFT learning rate is not set (null is only for simulator tuning, by model size)")
     from datasets import Dataset
     from transformers import TrainerCallback, set_seed
     from trl import SFTConfig as TRLSFTConfig
@@ -85,7 +65,7 @@ def sft_train(
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type="cosine",
-        warmup_steps=cfg.warmup_ratio,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5 reads a float below 1 as a share of the steps
         weight_decay=cfg.weight_decay,
         completion_only_loss=True,
         max_length=cfg.max_length,

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-REPORT_TO = ("none", "tensorboard", "wandb", "trackio")
+
 TENSORBOARD_DIR = "tensorboard"  # inside the run folder, next to metrics.jsonl
 
 # The module each tracker needs, and how to get it.
@@ -15,11 +15,6 @@ _NEEDS = {
     "wandb": (("wandb",), "pip install wandb"),
     "trackio": (("trackio",), "pip install trackio"),
 }
-
-
-def check_report_to(value: str) -> None:
-    if value not in REPORT_TO:
-        raise ValueError(f"report_to must be one of {', '.join(REPORT_TO)}, not {value!r}")
 
 
 def missing_tracker(value: str) -> str | None:

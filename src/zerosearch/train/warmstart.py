@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..agent.demos import build_demonstrations
-from ..data.qa import QAExample, atomic_write_text
+from ..data.qa import QAExample
 from ..engines.base import SearchEngine
 from ..engines.ledger import SERPAPI_PRICE_PER_1000, metered
+from ..io import atomic_write_text, write_jsonl
 from .sft import SFTConfig, TokenizedExample, sft_train
 
 
@@ -45,9 +46,8 @@ def warmstart(
     demos = demos[:n_demos]
     if not demos:
         raise RuntimeError(f"no usable demonstrations from {len(pool)} questions ({counts}); is the engine working?")
-    atomic_write_text(out / "demos.jsonl", "".join(
-        json.dumps({"question": d.question, "golden_answers": d.golden_answers, "text": d.text,
-                    "searches": d.searches}, ensure_ascii=False) + "\n" for d in demos))
+    write_jsonl(out / "demos.jsonl", ({"question": d.question, "golden_answers": d.golden_answers, "text": d.text,
+                                       "searches": d.searches} for d in demos))
     tokenized = [TokenizedExample(*d.tokenize(tokenizer, max_obs_tokens)) for d in demos]
     summary = sft_train(model, tokenizer, tokenized, out, sft)
     summary.update(demos=len(demos), demo_counts=counts, engine=engine.describe(),

@@ -6,8 +6,9 @@ verl builds one instance per sample through Hydra from the agent-loop YAML named
 loop with their `agent_name` column (`zerosearch export verl` writes "zerosearch_agent").
 
 Generation is token in, token out through `server_manager.generate` (vLLM or SGLang); the turn logic is
-`episode.run_episode`, which imports no verl. The curriculum needs the trainer's step, which
-verl does not hand to agent loops: `ZeroSearchAgentLoopManager` (manager.py) adds it to every row.
+`episode.run_episode` over `zerosearch.agent.env`, neither of which imports verl. The curriculum needs the
+trainer's step, which verl does not hand to agent loops: `ZeroSearchAgentLoopManager` (manager.py) adds it
+to every row.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetr
 
 from ... import protocol
 from ...curriculum import NoiseSchedule
-from ...engines import EngineConfig, SearchEngine, SearchRequest, SearchResult
-from ...engines.base import NOISY, USEFUL
+from ...engines import EngineConfig, SearchEngine, SearchRequest, SearchResult, build_engine
+from ...engines.base import NOISY, parse_noise
 from . import AGENT_NAME
 from .episode import EpisodeConfig, run_episode
 from .manager_keys import STEP_KEY, TOTAL_KEY, VALIDATE_KEY, config_total_steps
@@ -59,7 +60,7 @@ def shared_engine(settings: dict[str, Any]) -> SearchEngine:
     key = json.dumps(settings, sort_keys=True, default=str)
     with _lock:
         if key not in _engines:
-            _engines[key] = EngineConfig.from_dict(settings).build()
+            _engines[key] = build_engine(EngineConfig.from_dict(settings))
         return _engines[key]
 
 
@@ -68,18 +69,6 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         if workers not in _pools:
             _pools[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zerosearch-search")
         return _pools[workers]
-
-
-def _noise_setting(value: Any, name: str) -> str | float | None:
-    if value is None or value in (USEFUL, NOISY):
-        return value
-    try:
-        p = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be 'useful', 'noisy', a probability or null, not {value!r}") from None
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], not {p}")
-    return p
 
 
 @register(AGENT_NAME)
@@ -109,7 +98,8 @@ class ZeroSearchAgentLoop(AgentLoopBase):
         self.engine_settings = settings
         curriculum = _plain(curriculum)
         self.schedule = NoiseSchedule(**curriculum) if curriculum else None
-        self.val_noise = _noise_setting(_plain(val_noise), "val_noise")
+        val_noise = _plain(val_noise)
+        self.val_noise = None if val_noise is None else parse_noise(val_noise, "val_noise", text=True)
         if int(search_workers) < 1:
             raise ValueError(f"search_workers must be >= 1, not {search_workers}")
         self.search_workers = int(search_workers)
@@ -176,16 +166,16 @@ class ZeroSearchAgentLoop(AgentLoopBase):
         want_logprobs = bool(sampling_params.get("logprobs"))
         return AgentLoopOutput(
             prompt_ids=prompt_ids,
-            response_ids=ep.response_ids,
-            response_mask=ep.response_mask,
+            response_ids=ep.completion_ids,
+            response_mask=ep.env_mask,
             response_logprobs=ep.logprobs if want_logprobs and ep.logprobs is not None else None,
             num_turns=1 + len(ep.turns) + len(ep.searches) + ep.invalid_actions,  # user, assistant and environment
             metrics=AgentLoopMetrics(generate_sequences=ep.generate_seconds, tool_calls=ep.search_seconds),
             extra_fields={
                 "turn_scores": [], "tool_rewards": [],  # the schema verl's own loops keep
                 "zs_searches": len(ep.searches),
-                "zs_search_errors": sum(s["error"] is not None for s in ep.searches),
-                "zs_noisy": sum(s["kind"] == NOISY for s in ep.searches),
+                "zs_search_errors": sum(s.error is not None for s in ep.searches),
+                "zs_noisy": sum(s.kind == NOISY for s in ep.searches),
                 "zs_invalid_actions": ep.invalid_actions,
                 "zs_answered": ep.answer is not None,
                 "zs_unexecuted_final_search": ep.unexecuted_final_search,

@@ -2,19 +2,19 @@
 `zerosearch.agent.rollout`, for engines that generate one trajectory at a time (verl's server manager).
 
 The sampled ids are kept as sampled (no decode and re-tokenise); each turn is cut right after its first
-`</search>` or `</answer>` even if the server went on; observations and invalid-action messages are
-appended as ids with mask 0, the documents cut inside the <information> tags; the final turn executes no
-search. Nothing here imports verl.
+`</search>` or `</answer>` even if the server went on, and handed to the environment
+(`zerosearch.agent.env`), which decides and appends what follows it. What is verl's alone lives here:
+the response budget and the cut of a whole returned turn. Nothing here imports verl.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Sequence
 
 from ... import protocol
-from ...agent.rollout import invalid_action_ids, observation_ids, stop_length
+from ...agent.env import PolicyTurn, SearchEnv, Task, TokenSequence
 from ...engines.base import SearchRequest, SearchResult
 
 # (context ids, max new tokens) -> (new ids, their log-probs or None)
@@ -37,36 +37,17 @@ class EpisodeConfig:
                 raise ValueError(f"{name} must be >= 1, not {getattr(self, name)}")
 
 
-@dataclass
-class Episode:
-    response_ids: list[int] = field(default_factory=list)
-    response_mask: list[int] = field(default_factory=list)  # 1 = sampled by the policy, 0 = environment
-    logprobs: list[float] | None = field(default_factory=list)  # None once a turn came back without them
-    turns: list[dict[str, Any]] = field(default_factory=list)
-    searches: list[dict[str, Any]] = field(default_factory=list)
-    answer: str | None = None
-    invalid_actions: int = 0
-    unexecuted_final_search: bool = False
+@dataclass(kw_only=True)
+class Episode(TokenSequence):
     truncated: bool = False  # the response budget ran out before the episode ended
     generate_seconds: float = 0.0
     search_seconds: float = 0.0
 
-    def add(self, ids: Sequence[int], env: bool, logprobs: Sequence[float] | None = None) -> None:
-        self.response_ids.extend(ids)
-        self.response_mask.extend([0 if env else 1] * len(ids))
-        if self.logprobs is not None:
-            if env:
-                self.logprobs.extend([0.0] * len(ids))
-            elif logprobs is not None and len(logprobs) == len(ids):
-                self.logprobs.extend(logprobs)
-            else:
-                self.logprobs = None
-
     def cap(self, length: int) -> None:
         """Keep the first `length` response tokens (an observation may overrun the budget)."""
-        if len(self.response_ids) > length:
+        if len(self.completion_ids) > length:
             self.truncated = True
-            del self.response_ids[length:], self.response_mask[length:]
+            del self.completion_ids[length:], self.env_mask[length:]
             if self.logprobs is not None:
                 del self.logprobs[length:]
 
@@ -85,44 +66,33 @@ async def run_episode(
 ) -> Episode:
     """Play the protocol for one question. `noise` goes with every search request (the curriculum's p)."""
     ep = Episode()
+    env = SearchEnv(tokenizer, max_turns=cfg.max_turns, max_obs_tokens=cfg.max_obs_tokens)
+    task = Task(question, golden_answers, noise)
     eos = set(eos_ids)
-    for turn in range(1, cfg.max_turns + 2):
-        final = turn == cfg.max_turns + 1
-        budget = min(cfg.max_turn_tokens, cfg.response_length - len(ep.response_ids))
+
+    async def timed_search(requests: list[SearchRequest]) -> list[SearchResult]:
+        t0 = time.perf_counter()
+        results = [await search(r) for r in requests]
+        ep.search_seconds += time.perf_counter() - t0
+        return results
+
+    for turn in env.turns():
+        budget = min(cfg.max_turn_tokens, cfg.response_length - len(ep.completion_ids))
         if budget < 1:
             ep.truncated = True
             break
         t0 = time.perf_counter()
-        ids, logprobs = await generate(list(prompt_ids) + ep.response_ids, budget)
+        ids, logprobs = await generate(list(prompt_ids) + ep.completion_ids, budget)
         ep.generate_seconds += time.perf_counter() - t0
-        ids, logprobs, stop = _cut_turn(tokenizer, list(ids), logprobs, eos, budget)
-        ep.add(ids, env=False, logprobs=logprobs)
-        text = tokenizer.decode(ids, skip_special_tokens=True)
-        action = protocol.parse_action(text)
-        ep.turns.append({"turn": turn, "text": text, "action": action.kind, "content": action.content, "stop": stop})
-        if action.kind == "answer":
-            ep.answer = action.content
+        (step,) = await env.astep(turn, [ep], [task], [_cut_turn(tokenizer, list(ids), logprobs, eos, budget)],
+                                  timed_search)
+        if step.done:
             break
-        if final:
-            ep.unexecuted_final_search = action.kind == "search"
-            break
-        if action.kind == "search":
-            t0 = time.perf_counter()
-            result = await search(SearchRequest(action.content, question=question,
-                                                golden_answers=list(golden_answers), noise=noise))
-            ep.search_seconds += time.perf_counter() - t0
-            ep.searches.append({"turn": turn, "query": result.query, "engine": result.engine, "real": result.real,
-                                "kind": result.kind, "error": result.error, "n_docs": len(result.documents)})
-            obs = observation_ids(tokenizer, result.docs_text(), cfg.max_obs_tokens)
-        else:
-            ep.invalid_actions += 1
-            obs = invalid_action_ids(tokenizer)
-        ep.add(obs, env=True)
     ep.cap(cfg.response_length)
     return ep
 
 
-def _cut_turn(tokenizer, ids: list[int], logprobs, eos: set[int], budget: int):
+def _cut_turn(tokenizer, ids: list[int], logprobs, eos: set[int], budget: int) -> PolicyTurn:
     """A turn ends after its first stop string, at an end-of-message token (not kept, as in the batched
     rollout), or at its budget."""
     n = stop_length(tokenizer, ids)
@@ -133,4 +103,27 @@ def _cut_turn(tokenizer, ids: list[int], logprobs, eos: set[int], budget: int):
             n, stop = i, "eos"
             break
     n = min(n, budget)
-    return ids[:n], (list(logprobs[:n]) if logprobs is not None else None), stop
+    return PolicyTurn(ids[:n], list(logprobs[:n]) if logprobs is not None else None, stop)
+
+
+def stop_length(tokenizer, ids: Sequence[int]) -> int:
+    """Length of the shortest prefix of `ids` whose text holds a </search> or </answer> (len(ids) if none).
+
+    verl's servers return a whole turn at once and may go on past the stop string: the ids are cut right
+    after the token that completes it, where the batched rollout's decoding loop stops. Containing a stop
+    string is monotone in the prefix length, so a binary search needs O(log n) decodes.
+    """
+    def has_stop(n: int) -> bool:
+        text = tokenizer.decode(list(ids[:n]), skip_special_tokens=True)
+        return any(s in text for s in protocol.STOP_STRINGS)
+
+    if not ids or not has_stop(len(ids)):
+        return len(ids)
+    lo, hi = 1, len(ids)  # has_stop(hi) holds; find the smallest such n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if has_stop(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from ... import protocol
 from ...data.qa import QAExample
+from ...io import atomic_target
 from . import AGENT_NAME
 
 
@@ -44,8 +45,6 @@ def write_parquet(rows: Sequence[dict[str, Any]], out: str | Path) -> Path:
     out = Path(out)
     if out.suffix != ".parquet":
         raise ValueError(f"{out}: the output must be a .parquet file (verl picks the reader by extension)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    pq.write_table(pa.Table.from_pylist(list(rows)), tmp)
-    tmp.replace(out)  # a reader never sees half a file
+    with atomic_target(out) as tmp:
+        pq.write_table(pa.Table.from_pylist(list(rows)), tmp)
     return out

@@ -1,9 +1,10 @@
 """The `zerosearch` command line: one sub-command per job.
 
 Every command that runs an engine or a policy reads the same run settings (settings.RunConfig) through one
-option, `--config/-c`, given any number of times: a YAML file, a preset shipped with the package (demo-cpu,
-experiment-cpu, qwen2.5-3b, …) or a KEY=VALUE override (`-c engine.kind=bm25 -c rl.steps=20`); later ones
-win. A command's own flags are only what names its job (its output folder, its data, its policy).
+option, `--config/-c`, given any number of times: YAML files or presets shipped with the package (demo-cpu,
+experiment-cpu, qwen2.5-3b, …), merged in order, then KEY=VALUE overrides (`-c engine.kind=bm25 -c
+rl.steps=20`), later ones winning. A command's own flags are only what names its job (its output folder,
+its data, its policy).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ def _fail(msg: str) -> None:
 
 ConfigOpt = typer.Option(
     None, "--config", "-c",
-    help="Settings, repeatable, later ones win: a YAML file, a preset (demo-cpu, demo-quick, experiment-cpu, "
-         "qwen2.5-3b, qwen2.5-7b) or KEY=VALUE, e.g. engine.kind=bm25, engine.corpus=W/corpus.jsonl, engine.topk=5, "
+    help="Settings, repeatable: YAML files or presets (demo-cpu, demo-quick, experiment-cpu, qwen2.5-3b, "
+         "qwen2.5-7b), merged in order, then KEY=VALUE overrides, in order (later ones win), e.g. engine.kind=bm25, engine.corpus=W/corpus.jsonl, engine.topk=5, "
          "engine.sim_model=…, engine.sim_url=…, engine.noise=useful, engine.timeout=60, engine.price_per_1000=5, "
          "rollout.max_turns=4, rl.steps=20, rl.report_to=tensorboard, curriculum.end=0.5, warmstart.demos=64, "
          "server.max_queries=8192, simtune.tune.steps=100 (README: Settings).",

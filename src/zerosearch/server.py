@@ -220,7 +220,7 @@ def parse_retrieve(body: Any, *, max_queries: int, max_query_chars: int, max_top
     if not isinstance(queries, list):  # an empty list is a turn in which no row searched: answered, not refused
         raise BadRequest("'queries' must be a list of strings")
     if len(queries) > max_queries:
-        raise BadRequest(f"too many queries: {len(queries)} > {max_queries} (the server's --max-queries)")
+        raise BadRequest(f"too many queries: {len(queries)} > {max_queries} (the server's server.max_queries)")
     for i, q in enumerate(queries):
         if not isinstance(q, str):
             raise BadRequest(f"queries[{i}] must be a string, not {type(q).__name__}")
@@ -418,7 +418,7 @@ def create_app(engine: SearchEngine, *, token: str | None = None, max_queries: i
         if not authorised(request):
             return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
         if curriculum is None:
-            return _error(409, "this server has no curriculum (start it with --noise-start/--noise-end/--total-steps)")
+            return _error(409, "this server has no curriculum (start it with -c server.total_steps=N and the run's curriculum)")
         try:
             raw = await _read_body(request)
             body = json.loads(raw) if raw.strip() else {}

@@ -151,3 +151,10 @@ def test_simtune_collect_prints_what_its_real_searches_cost(tmp_path):
     assert n > 0 and f"search cost: {n} real searches (${2 * n}.00 at $2,000.00 / 1,000); 0 simulated" in r.output
     r = runner.invoke(app, args + ["-c", "engine.price_per_1000=-1"])
     assert r.exit_code == 2 and "price_per_1000 cannot be negative" in r.output
+
+
+def test_data_from_an_unreachable_hub_is_a_clear_error(tmp_path):
+    r = runner.invoke(app, ["export", "verl", "--data", "hf:nobody/no-such-dataset", "--out", str(tmp_path / "t.parquet")])
+    assert r.exit_code == 2 and "cannot load hf:nobody/no-such-dataset" in " ".join(r.output.split()), r.output
+    assert "Traceback" not in r.output
+

@@ -87,8 +87,8 @@ def _load_data(spec: str, split: Optional[str], limit: Optional[int]):
 
     try:
         examples = load(spec, split=split, limit=limit)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+    except (ValueError, OSError) as e:  # OSError: a missing file, or a hub that cannot be reached
+        _fail(f"cannot load {spec}: {e}")
     if not examples:
         _fail(f"no questions in {spec}")
     return examples

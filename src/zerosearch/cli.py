@@ -107,13 +107,6 @@ def _print_cost(cost: dict) -> None:
     console.print(f"search cost: {cost['summary']}", highlight=False, soft_wrap=True)
 
 
-def _greedy(cfg, batch_size: int | None = None):
-    """The run's rollout settings, decoding greedily (evaluation and `ask`)."""
-    from dataclasses import replace
-
-    return replace(cfg.rollout, temperature=0.0, batch_size=batch_size or cfg.rollout.batch_size)
-
-
 @app.command()
 def world(
     out: Path = OutOpt,
@@ -304,7 +297,7 @@ def eval_cmd(
     model, tok = _load_policy(policy)
     with Progress(console=console) as bar:
         task = bar.add_task(f"{method} over {len(examples)} questions", total=len(examples))
-        report, rows = run_eval(method, model, tok, examples, eng, _greedy(cfg), progress=lambda n: bar.advance(task, n),
+        report, rows = run_eval(method, model, tok, examples, eng, cfg.rollout, progress=lambda n: bar.advance(task, n),
                                 price_per_1000=cfg.engine.price_per_1000)
     write_report(report, rows, out, title=f"{method}: {policy}")
     table = Table(title=f"{method}: {policy} ({report.n} questions)")
@@ -327,6 +320,8 @@ def ask(
 ) -> None:
     """Answer one question with a policy and the run's engine, showing each turn (reasoning, query, documents,
     answer); greedy, with the run's rollout settings (rollout.max_turns, rollout.max_new_tokens)."""
+    from dataclasses import replace
+
     from .agent.rollout import rollout
     from .data.qa import QAExample
 
@@ -335,7 +330,7 @@ def ask(
     model, tok = _load_policy(policy)
     ex = QAExample("ask", question, answer or ["?"])
     with console.status("thinking…"):
-        traj = rollout(model, tok, [ex], eng, _greedy(cfg, batch_size=1))[0]
+        traj = rollout(model, tok, [ex], eng, replace(cfg.rollout, temperature=0.0, batch_size=1))[0]
     searches = iter(traj.searches)
     for t in traj.turns:
         console.rule(f"turn {t['turn']}")

@@ -240,12 +240,12 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Seque
                              batch_size=min(len(eval_q), 256), bf16=run.rollout.bf16)  # one batch: fewest decode steps
     built = collected["searches"]
 
-    def spent(stage_result: dict[str, Any], real_key: str = "real_searches") -> SearchCost:
-        """A stage's searches at this run's price (a stage finished before costs were kept: its real searches)."""
-        return SearchCost.from_dict(stage_result.get("search_cost") or {"real_searches": stage_result[real_key]}, price)
+    def spent(stage_result: dict[str, Any]) -> SearchCost:
+        """A stage's searches at this run's price (a folder's price may change without re-running a stage)."""
+        return SearchCost.from_dict(stage_result["search_cost"], price)
 
     # A method's search cost: its own training's searches, and the real searches that built its simulator.
-    nothing, building = SearchCost(price_per_1000=price), spent(collected, "searches")
+    nothing, building = SearchCost(price_per_1000=price), spent(collected)
     methods = [("warm start (tuned simulator)", "agent", ws["model_dir"], ws["real_searches"], built, "warm",
                 spent(ws) + building)]
     if ds.baselines:

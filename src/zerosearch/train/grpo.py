@@ -24,9 +24,9 @@ from .. import protocol
 from ..agent.rollout import RolloutStats, Trajectory, rollout
 from ..curriculum import NoiseSchedule
 from ..data.qa import QAExample
-from ..io import atomic_write_text
 from ..engines.base import NOISY, USEFUL, SearchEngine
 from ..engines.ledger import SERPAPI_PRICE_PER_1000, SearchCost, metered
+from ..io import atomic_write_text, read_jsonl
 from ..metrics import score_answer
 from ..settings import ALGORITHMS, RLConfig, RolloutConfig
 from .tracking import place_tensorboard_logs, tracker_args
@@ -356,8 +356,7 @@ def train_policy(
         keep_rows_until(metrics_path, done)  # "step" = the step the row reports, 1-based
         keep_rows_until(out / "rollouts.jsonl", done - 1)  # "step" = global_step when the rollout ran
         if metrics_path.exists():
-            rows = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line]
-            cost_before = cost_of_rows(rows, price_per_1000)
+            cost_before = cost_of_rows(read_jsonl(metrics_path), price_per_1000)
     rollout_fn = SearchRollout(engine, rollout_cfg, examples, curriculum, seed=rl.seed,
                                log_path=out / "rollouts.jsonl", price_per_1000=price_per_1000)
     log = _MetricsLog(metrics_path, rollout_fn)

@@ -79,7 +79,7 @@ def test_a_resumed_run_adds_up_the_cost_of_the_steps_it_keeps():
 class _CountingGenerator(TextGenerator):
     name = "counting"
 
-    def generate(self, prompts, *, max_new_tokens=256, temperature=0.0, stop=(), seed=None, banned=None):
+    def _generate(self, prompts, options):
         text = "Doc 1: (Title: A) one two three\nDoc 2: (Title: B) four five"
         return [Generation(text, n_tokens=17) for _ in prompts]
 

@@ -47,7 +47,7 @@ def test_labelling_rules_on_hand_made_searches():
 
 def test_judge_rule_asks_the_judge_per_set():
     class Judge(TextGenerator):
-        def generate(self, prompts, **kw):
+        def _generate(self, prompts, options):
             return [Generation("Yes." if "Paris" in p[-1]["content"] else "No") for p in prompts]
 
     out, counts = label_samples(HAND_MADE, "judge", k=3, judge=Judge(), balance=False)
@@ -92,7 +92,7 @@ class TemplateGenerator(TextGenerator):
 
     name = "template"
 
-    def generate(self, prompts, **kw):
+    def _generate(self, prompts, options):
         out = []
         for p in prompts:
             text = p[-1]["content"]

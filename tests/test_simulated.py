@@ -17,9 +17,9 @@ class EchoGenerator(TextGenerator):
         self.prompts = []
         self.reply = reply
 
-    def generate(self, prompts, *, max_new_tokens=256, temperature=0.0, stop=(), seed=None, banned=None):
+    def _generate(self, prompts, options):
         self.prompts.extend(p[-1]["content"] for p in prompts)
-        self.banned = banned
+        self.banned = options.banned
         if self.reply is not None:
             return [Generation(self.reply) if self.reply != "FAIL" else Generation("", error="server down") for _ in prompts]
         out = []

@@ -14,7 +14,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..io import atomic_write_text, write_jsonl
 from .qa import QAExample
@@ -214,24 +214,12 @@ def build_world(seed: int = 0, n_entities: int = 300, test_fraction: float = 0.2
         cities.append(add("city", names.word("city"), {"country": country, "founding_year": rng.randint(850, 1650)}))
 
     people = _make_people(rng, names, counts["person"], cities, add)
-
-    fields = list(_FIELDS)
-    for _ in range(counts["org"]):
-        founder = rng.choice(people)
-        field_ = rng.choice(fields)
-        name = f"{names.word('org')} {rng.choice(_FIELDS[field_])}"
-        year = founder.attrs["birth_year"] + rng.randint(21, 60)
-        hq = rng.choice(cities)
-        attrs = {"founder": founder.name, "founding_year": year, "headquarters": hq.name, "field": field_}
-        add("org", name, attrs)
-
-    devices = list(_DEVICES)
-    for _ in range(counts["invention"]):
-        inventor = rng.choice(people)
-        device = rng.choice(devices)
-        name = f"{names.word('invention')} {device}"
-        year = inventor.attrs["birth_year"] + rng.randint(21, 55)
-        add("invention", name, {"inventor": inventor.name, "year": year, "device": device})
+    # Organisations ("Faldix Works") and inventions ("Haldory barometer"), each made by one of the people
+    _make_works(rng, names, counts["org"], people, add, "org", maker="founder", year="founding_year",
+                ages=(21, 60), topic="field", topics=list(_FIELDS), suffix=lambda field: rng.choice(_FIELDS[field]),
+                extra=lambda: {"headquarters": rng.choice(cities).name})
+    _make_works(rng, names, counts["invention"], people, add, "invention", maker="inventor", year="year",
+                ages=(21, 55), topic="device", topics=list(_DEVICES), suffix=lambda device: device)
 
     by_kind = {k: [e for e in entities if e.kind == k] for k in KINDS}
     corpus = [{"id": e.doc_id, "contents": f'"{e.name}"\n{_article(rng, e, by_kind[e.kind])}'} for e in entities]
@@ -265,6 +253,21 @@ def _make_people(rng: random.Random, names: _Names, n: int, cities: list[Entity]
         }
         people.append(add("person", f"{first} {last}", attrs))
     return people
+
+
+def _make_works(rng: random.Random, names: _Names, n: int, people: list[Entity], add, kind: str, *, maker: str,
+                year: str, ages: tuple[int, int], topic: str, topics: list[str], suffix: Callable[[str], str],
+                extra: Callable[[], dict[str, Any]] = dict) -> None:
+    """`n` entities of `kind`, each made by a random person (attribute `maker`) when aged within `ages`
+    (attribute `year`), about one of `topics` (attribute `topic`) and named by an invented word and
+    `suffix(topic)`. `extra()` gives any further attributes; it draws after the year and its attributes come
+    before the topic's (the order of the draws and of the attributes makes the world)."""
+    for _ in range(n):
+        person = rng.choice(people)
+        subject = rng.choice(topics)
+        name = f"{names.word(kind)} {suffix(subject)}"
+        made = person.attrs["birth_year"] + rng.randint(*ages)
+        add(kind, name, {maker: person.name, year: made, **extra(), topic: subject})
 
 
 def _similarity(a: Entity, b: Entity) -> int:

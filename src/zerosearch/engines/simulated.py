@@ -19,6 +19,7 @@ import hashlib
 import random
 import re
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 from ..llm.base import TextGenerator
@@ -162,6 +163,20 @@ def parse_documents(text: str, k: int) -> tuple[list[tuple[str, str]], int]:
     return docs, repaired
 
 
+@dataclass(frozen=True)
+class SimDecoding:
+    """What the simulator is asked to write and how it is decoded: about `words` words a document, sampled at
+    `temperature`, within `max_new_tokens` tokens (None: a budget that fits the documents asked for)."""
+
+    words: int
+    temperature: float
+    max_new_tokens: int | None
+
+    def budget(self, k: int) -> int:
+        """Tokens for k documents: ~1.5 tokens per word plus the "Doc i: (Title: …)" scaffolding."""
+        return self.max_new_tokens or k * (int(self.words * 1.5) + 16)
+
+
 class SimulatedEngine(SearchEngine):
     name = "simulated"
     real = False
@@ -188,9 +203,7 @@ class SimulatedEngine(SearchEngine):
         self.style = style
         self.default_topk = topk
         self.noise = noise
-        self.temperature = temperature
-        self.words = words
-        self.max_new_tokens = max_new_tokens
+        self.decoding = SimDecoding(words, temperature, max_new_tokens)
         # Noisy documents must not contain the answer (a tuned simulator that sees the answer in its prompt
         # still copies it at times). With a backend that enforces bans, the gold answers are banned
         # from noisy outputs while decoding.
@@ -227,19 +240,20 @@ class SimulatedEngine(SearchEngine):
 
     def build_prompt(self, req: SearchRequest, kind: str, k: int) -> str:
         n = NUMBER_WORDS.get(k, str(k))
+        words = self.decoding.words
         answer = self._answer(req.golden_answers)
         has_context = bool(req.question and answer) and (
             not self.query_guard or query_names_the_subject(req.query, req.question))
         if self.style == "sft":
-            return sft_prompt(req.query, kind, req.question if has_context else None, answer, k, self.words)
+            return sft_prompt(req.query, kind, req.question if has_context else None, answer, k, words)
         if kind == USEFUL:
             context = PROMPT_USEFUL_CONTEXT.format(question=req.question, answer=answer) if has_context else ""
             return PROMPT_USEFUL.format(
                 n=n, example_query=_EXAMPLE_QUERY, example=_numbered(_EXAMPLE_USEFUL[:k]),
-                context=context, words=self.words, query=req.query,
+                context=context, words=words, query=req.query,
             )
         return PROMPT_NOISY.format(
-            n=n, example_query=_EXAMPLE_QUERY, example=_numbered(_EXAMPLE_NOISY[:k]), words=self.words, query=req.query
+            n=n, example_query=_EXAMPLE_QUERY, example=_numbered(_EXAMPLE_NOISY[:k]), words=words, query=req.query
         )
 
     def search(self, requests: Sequence[SearchRequest], topk: int | None = None) -> list[SearchResult]:
@@ -248,13 +262,12 @@ class SimulatedEngine(SearchEngine):
             return []
         kinds = [self.draw_kind(r.noise) for r in requests]
         prompts = [[{"role": "user", "content": self.build_prompt(r, kind, k)}] for r, kind in zip(requests, kinds)]
-        # ~1.5 tokens per word plus the "Doc i: (Title: …)" scaffolding
-        budget = self.max_new_tokens or k * (int(self.words * 1.5) + 16)
+        budget = self.decoding.budget(k)
         guard = self.guarded and NOISY in kinds
         banned = [list(r.golden_answers) if kind == NOISY else [] for r, kind in zip(requests, kinds)] if guard else None
         t0 = time.perf_counter()
         # The reply is cut at `Doc {k+1}` anyway: stopping there saves the documents nobody reads.
-        gens = self.generator.generate(prompts, max_new_tokens=budget, temperature=self.temperature,
+        gens = self.generator.generate(prompts, max_new_tokens=budget, temperature=self.decoding.temperature,
                                        stop=[f"Doc {k + 1}"], banned=banned)
         per = (time.perf_counter() - t0) / len(requests)
         results = []

@@ -26,6 +26,17 @@ class Generation:
         return self.error is None
 
 
+@dataclass(frozen=True)
+class GenerationOptions:
+    """The decoding settings of one `generate` call, as a backend's `_generate` receives them."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    banned: Sequence[Sequence[str]] | None = None
+
+
 class TextGenerator(ABC):
     name: str = "generator"
     enforces_bans: bool = False  # whether `generate(banned=…)` is enforced while decoding
@@ -35,7 +46,6 @@ class TextGenerator(ABC):
         # requests, failures, retries, tokens: read by /metrics and the run ledger
         self.stats: Counter[str] = Counter()
 
-    @abstractmethod
     def generate(
         self,
         prompts: Sequence[Messages],
@@ -49,6 +59,14 @@ class TextGenerator(ABC):
         """One generation per prompt, in order. `banned[i]`: strings prompt i's output must not contain
         (compared after SQuAD normalisation), where the backend can enforce it (`enforces_bans`); others
         ignore it."""
+        if not prompts:
+            return []
+        options = GenerationOptions(max_new_tokens, temperature, tuple(stop), seed, banned)
+        return self._generate(list(prompts), options)
+
+    @abstractmethod
+    def _generate(self, prompts: list[Messages], options: GenerationOptions) -> list[Generation]:
+        """`generate` for at least one prompt: what each backend implements."""
 
     def close(self) -> None:
         pass

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import Sequence
 
 import torch
 
 from ..metrics import normalize_answer
-from .base import Generation, Messages, TextGenerator
+from .base import Generation, GenerationOptions, Messages, TextGenerator
 from .decoding import KVBatch, decode, eos_ids, feed_prompts, packed_linears, pad_id
 from .registry import resolve_model
 
@@ -56,18 +55,9 @@ class TransformersGenerator(TextGenerator):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def generate(
-        self,
-        prompts: Sequence[Messages],
-        *,
-        max_new_tokens: int = 256,
-        temperature: float = 0.0,
-        stop: Sequence[str] = (),
-        seed: int | None = None,
-        banned: Sequence[Sequence[str]] | None = None,
-    ) -> list[Generation]:
-        if seed is not None:
-            torch.manual_seed(seed)
+    def _generate(self, prompts: list[Messages], options: GenerationOptions) -> list[Generation]:
+        if options.seed is not None:
+            torch.manual_seed(options.seed)
         texts = []
         for msgs in prompts:
             if self.system_prompt is not None and (not msgs or msgs[0]["role"] != "system"):
@@ -76,17 +66,18 @@ class TransformersGenerator(TextGenerator):
         out: list[Generation | None] = [None] * len(texts)
         # Similar lengths share a batch: less padding, less wasted compute.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        banned = options.banned
         with packed_linears(self.model):
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 bans = [[b for b in map(normalize_answer, banned[i]) if b] for i in idx] if banned else None
-                batch = self._generate_batch([texts[i] for i in idx], max_new_tokens, temperature, stop, bans)
+                batch = self._generate_batch([texts[i] for i in idx], options, bans)
                 for i, g in zip(idx, batch):
                     out[i] = g
         return out  # type: ignore[return-value]
 
     @torch.no_grad()
-    def _generate_batch(self, texts, max_new_tokens, temperature, stop, banned=None) -> list[Generation]:
+    def _generate_batch(self, texts, options: GenerationOptions, banned=None) -> list[Generation]:
         tok = self.tokenizer
         t0 = time.perf_counter()
         self.stats["requests"] += len(texts)
@@ -95,8 +86,8 @@ class TransformersGenerator(TextGenerator):
             # once per batch, and rows that stop early stop costing compute (see llm.decoding).
             batch = KVBatch(self.model, pad_id(tok))
             logits = feed_prompts(batch, tok(texts, add_special_tokens=False).input_ids)
-            out = decode(batch, logits, tok, max_new_tokens=max_new_tokens, temperature=temperature,
-                         stop_ids=eos_ids(self.model, tok), stop_strings=stop, banned=banned,
+            out = decode(batch, logits, tok, max_new_tokens=options.max_new_tokens, temperature=options.temperature,
+                         stop_ids=eos_ids(self.model, tok), stop_strings=options.stop, banned=banned,
                          normalize=normalize_answer)
         except (RuntimeError, ValueError) as e:  # e.g. out of memory: report per prompt, don't kill the caller
             self.stats["failures"] += len(texts)
@@ -104,7 +95,7 @@ class TransformersGenerator(TextGenerator):
         results = []
         for ids in out.ids:
             text = tok.decode(ids, skip_special_tokens=True)
-            for s in stop:
+            for s in options.stop:
                 if (j := text.find(s)) >= 0:
                     text = text[: j + len(s)]
             results.append(Generation(text, len(ids)))

@@ -10,12 +10,28 @@ import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
 from ..retry import GaveUp, Transient, send, transient_status, with_retries
-from .base import Generation, Messages, TextGenerator
+from .base import Generation, GenerationOptions, Messages, TextGenerator
+
+
+@dataclass(frozen=True)
+class RequestPolicy:
+    """How each request is sent: its timeout in seconds, the retries after a transient failure (the first
+    after `backoff` seconds, see zerosearch.retry) and how many requests of a batch are in flight at once."""
+
+    timeout: float
+    max_retries: int
+    backoff: float
+    concurrency: int
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0 or self.max_retries < 0 or self.backoff < 0 or self.concurrency < 1:
+            raise ValueError("need timeout > 0, max_retries >= 0, backoff >= 0 and concurrency >= 1")
 
 
 class OpenAICompatGenerator(TextGenerator):
@@ -39,13 +55,8 @@ class OpenAICompatGenerator(TextGenerator):
         self.base_urls = [u.strip().rstrip("/") for u in base_url.split(",") if u.strip()]
         if not self.base_urls:
             raise ValueError("base_url is empty")
-        if timeout <= 0 or max_retries < 0 or backoff < 0 or concurrency < 1:
-            raise ValueError("need timeout > 0, max_retries >= 0, backoff >= 0 and concurrency >= 1")
+        self.policy = RequestPolicy(timeout, max_retries, backoff, concurrency)
         self.model = model
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.concurrency = concurrency
         self.system_prompt = system_prompt
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -71,29 +82,19 @@ class OpenAICompatGenerator(TextGenerator):
             messages.insert(0, {"role": "system", "content": self.system_prompt})
         return messages
 
-    def generate(
-        self,
-        prompts: Sequence[Messages],
-        *,
-        max_new_tokens: int = 256,
-        temperature: float = 0.0,
-        stop: Sequence[str] = (),
-        seed: int | None = None,
-        banned: Sequence[Sequence[str]] | None = None,  # not enforced: the API has no sequence-level ban
-    ) -> list[Generation]:
-        if not prompts:
-            return []
+    def _generate(self, prompts: list[Messages], options: GenerationOptions) -> list[Generation]:
+        # options.banned is not enforced: the API has no sequence-level ban
         params: dict[str, Any] = {
             "model": self.model,
-            "max_tokens": max_new_tokens,
-            "temperature": temperature,
+            "max_tokens": options.max_new_tokens,
+            "temperature": options.temperature,
         }
-        if stop:
-            params["stop"] = list(stop)
-        if seed is not None:
-            params["seed"] = seed
+        if options.stop:
+            params["stop"] = list(options.stop)
+        if options.seed is not None:
+            params["seed"] = options.seed
         bodies = [{**params, "messages": self._messages(p)} for p in prompts]
-        workers = min(self.concurrency, len(bodies))
+        workers = min(self.policy.concurrency, len(bodies))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai-gen") as pool:
             return list(pool.map(self._request, bodies))
 
@@ -111,16 +112,17 @@ class OpenAICompatGenerator(TextGenerator):
 
     def _attempts(self, body: dict[str, Any]) -> Generation:
         try:
-            return with_retries(lambda: self._attempt(body), retries=self.max_retries, backoff=self.backoff,
-                                on_retry=lambda: self._count("retries"))
+            return with_retries(lambda: self._attempt(body), retries=self.policy.max_retries,
+                                backoff=self.policy.backoff, on_retry=lambda: self._count("retries"))
         except GaveUp as e:
             return Generation(text="", error=str(e))
 
     def _attempt(self, body: dict[str, Any]) -> Generation:
         # each attempt moves to the next server, so a dead one is skipped on retry
         url = self._base() + "/chat/completions"
-        r = send(lambda: self.client.post(url, json=body, headers=self._headers, timeout=self.timeout),
-                 timeout=self.timeout, where=url)
+        timeout = self.policy.timeout
+        r = send(lambda: self.client.post(url, json=body, headers=self._headers, timeout=timeout),
+                 timeout=timeout, where=url)
         if transient_status(r.status_code):
             raise Transient(f"HTTP {r.status_code} from {url}: {r.text[:200]}")
         if r.status_code >= 400:

@@ -26,7 +26,7 @@ def test_pipeline_on_a_world_seed_the_code_never_used(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({
         "engine": {"kind": "bm25", "corpus": str(w / "corpus.jsonl"), "topk": 2},
-        "rollout": {"max_turns": 1, "max_new_tokens": 8},
+        "rollout": {"max_turns": 1, "max_new_tokens": 40},  # the demonstrations' turns fit
         "rl": {"steps": 1, "questions_per_step": 2, "num_generations": 2},
         "warmstart": {"demos": 4, "sft": {"steps": 1, "batch_size": 2}},
     }))

@@ -231,9 +231,9 @@ def warmstart(
     _tracker(cfg.warmstart.sft.report_to)
     examples, eng, model, tok = _prepare_run(cfg, policy, train_data)
     with console.status(f"warm start: {cfg.warmstart.demos} demonstrations, {cfg.warmstart.sft.steps} SFT steps…"):
-        summary = run(cfg.policy, eng, examples, out, sft=cfg.warmstart.sft, n_demos=cfg.warmstart.demos,
-                      topk=cfg.engine.topk, max_obs_tokens=cfg.rollout.max_obs_tokens,
-                      require_facts=cfg.warmstart.require_facts, model=model, tokenizer=tok,
+        summary = run(cfg.policy, eng, examples, out, cfg=cfg.warmstart, topk=cfg.engine.topk,
+                      max_obs_tokens=cfg.rollout.max_obs_tokens, max_turn_tokens=cfg.rollout.max_new_tokens,
+                      model=model, tokenizer=tok,
                       price_per_1000=cfg.engine.price_per_1000)
     console.print(f"warm start done in {summary['seconds']:.0f} s: {summary['demos']} demonstrations, final loss "
                   f"{summary['losses'][-1]['loss']:.3f}; model in {summary['model_dir']}")

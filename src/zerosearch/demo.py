@@ -208,9 +208,9 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Seque
     checks = stage("simulator check", check)
 
     def warm() -> dict[str, Any]:
-        ws = warmstart(policy, engine("tuned"), side_q, out / "warmstart", sft=run.warmstart.sft,
-                       n_demos=run.warmstart.demos, topk=k, max_obs_tokens=run.rollout.max_obs_tokens,
-                       require_facts=run.warmstart.require_facts, price_per_1000=price)
+        ws = warmstart(policy, engine("tuned"), side_q, out / "warmstart", cfg=run.warmstart, topk=k,
+                       max_obs_tokens=run.rollout.max_obs_tokens, max_turn_tokens=run.rollout.max_new_tokens,
+                       price_per_1000=price)
         return {"model_dir": ws["model_dir"], "real_searches": ws["real_searches"], "demos": ws["demos"],
                 "demo_counts": ws["demo_counts"], "search_cost": ws["search_cost"]}
 

@@ -189,6 +189,9 @@ class SFTConfig:
 class WarmstartConfig:
     demos: int = 64
     require_facts: bool = True  # drop demonstrations whose documents miss the fact their reasoning states
+    # single- and two-hop demonstrations in turn, where the data's share of two-hop ones would teach too
+    # few chained searches
+    balance_hops: bool = False
     sft: SFTConfig = field(default_factory=SFTConfig)
 
 

@@ -37,6 +37,10 @@ class Demonstration:
     segments: list[tuple[str, bool]] = field(default_factory=list)
     searches: list[dict[str, Any]] = field(default_factory=list)
 
+    def turn_lengths(self, tokenizer) -> list[int]:
+        """Tokens of each policy turn (the text between two observations)."""
+        return [len(tokenizer(t, add_special_tokens=False).input_ids) for t, env in self.segments if not env]
+
     @property
     def text(self) -> str:
         return "".join(protocol.observation(t) if env else t for t, env in self.segments)
@@ -106,8 +110,10 @@ def build_demonstrations(
                 if len(plans[i]) > 1:
                     think = think[:-1] + f", then the {plans[i][1][1]} of the {noun}."
             else:
-                prev_query, prev_noun, prev_entity = plans[i][hop - 1]
-                think = f"The {prev_noun} of {prev_entity} is {entity}. Now I need the {noun} of {entity}."
+                # The thought carries the plan's next step forward (the query copies it); it leaves out the
+                # first entity, as the turn must fit the rollout's per-turn budget (invented names take many
+                # tokens).
+                think = f"The {plans[i][hop - 1][1]} is {entity}. Now I need the {noun} of {entity}."
             demos[i].segments.append((f"<think> {think} </think>\n<search> {query} </search>", False))
             docs_text = res.docs_text()
             demos[i].segments.append((docs_text, True))

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from ..agent.demos import build_demonstrations
 from ..data.qa import QAExample
 from ..engines.base import SearchEngine
 from ..engines.ledger import SERPAPI_PRICE_PER_1000, metered
 from ..io import atomic_write_text, write_jsonl
-from .sft import SFTConfig, TokenizedExample, sft_train
+from ..settings import WarmstartConfig
+from .sft import TokenizedExample, sft_train
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def in_turn(items: Iterable[T], key: Callable[[T], int]) -> list[T]:
+    """The items of each key taken in turn (1, 2, 1, 2, …; the rest of a larger group at the end), each
+    group in its own order."""
+    groups: dict[int, list[T]] = {}
+    for x in items:
+        groups.setdefault(key(x), []).append(x)
+    rows = itertools.zip_longest(*(groups[k] for k in sorted(groups)))
+    return [x for row in rows for x in row if x is not None]
 
 
 def warmstart(
@@ -20,16 +36,19 @@ def warmstart(
     examples: Sequence[QAExample],
     out_dir: str | Path,
     *,
-    sft: SFTConfig,
-    n_demos: int = 64,
+    cfg: WarmstartConfig,
     topk: int = 3,
     max_obs_tokens: int = 256,
-    require_facts: bool = True,
+    max_turn_tokens: int | None = None,
     model=None,
     tokenizer=None,
     price_per_1000: float = SERPAPI_PRICE_PER_1000,
 ) -> dict[str, Any]:
-    """Fine-tune `policy` on demonstrations for the first `n_demos` usable training questions.
+    """Fine-tune `policy` on demonstrations for the first `cfg.demos` usable training questions (with
+    `cfg.balance_hops`, single- and multi-hop questions taken in turn).
+
+    With `max_turn_tokens` (the rollout's per-turn budget), a demonstration with a longer policy turn is
+    dropped and counted: the rollout would cut that turn, so the policy would learn a move it cannot make.
 
     Writes the model to out_dir/model, the demonstrations to out_dir/demos.jsonl and a summary, whose
     `search_cost` prices the real searches at `price_per_1000` USD per 1,000."""
@@ -40,16 +59,30 @@ def warmstart(
     if model is None:
         model, tokenizer = load_causal_lm(policy)
     # Build more than needed: demonstrations whose documents miss a needed fact are dropped.
+    n_demos = cfg.demos
+    if cfg.balance_hops:
+        examples = in_turn(examples, lambda q: (q.metadata or {}).get("hops", 1))
     pool = list(examples)[: max(n_demos * 2, n_demos + 16)]
     meter = metered(engine, price_per_1000)
-    demos, counts = build_demonstrations(pool, meter, topk=topk, seed=sft.seed, require_facts=require_facts)
+    demos, counts = build_demonstrations(pool, meter, topk=topk, seed=cfg.sft.seed, require_facts=cfg.require_facts)
+    if max_turn_tokens is not None:
+        fits = [d for d in demos if max(d.turn_lengths(tokenizer)) <= max_turn_tokens]
+        counts["dropped_over_turn_budget"] = len(demos) - len(fits)
+        if len(fits) < len(demos):
+            log.warning("%d of %d demonstrations have a turn longer than the rollout's %d tokens a turn "
+                        "(rollout.max_new_tokens): dropped", len(demos) - len(fits), len(demos), max_turn_tokens)
+        demos = fits
+    if cfg.balance_hops:  # multi-hop demonstrations are dropped more often (a bridge missing from the documents)
+        demos = in_turn(demos, lambda d: len(d.searches))
     demos = demos[:n_demos]
     if not demos:
-        raise RuntimeError(f"no usable demonstrations from {len(pool)} questions ({counts}); is the engine working?")
+        hint = ("raise rollout.max_new_tokens" if counts.get("dropped_over_turn_budget")
+                else "is the engine working?")
+        raise RuntimeError(f"no usable demonstrations from {len(pool)} questions ({counts}); {hint}")
     write_jsonl(out / "demos.jsonl", ({"question": d.question, "golden_answers": d.golden_answers, "text": d.text,
                                        "searches": d.searches} for d in demos))
     tokenized = [TokenizedExample(*d.tokenize(tokenizer, max_obs_tokens)) for d in demos]
-    summary = sft_train(model, tokenizer, tokenized, out, sft)
+    summary = sft_train(model, tokenizer, tokenized, out, cfg.sft)
     summary.update(demos=len(demos), demo_counts=counts, engine=engine.describe(),
                    real_searches=meter.ledger.real_searches, search_cost=meter.ledger.to_dict())
     model_out = summary.pop("model")

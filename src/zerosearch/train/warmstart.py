@@ -58,10 +58,10 @@ def warmstart(
     out.mkdir(parents=True, exist_ok=True)
     if model is None:
         model, tokenizer = load_causal_lm(policy)
-    # Build more than needed: demonstrations whose documents miss a needed fact are dropped.
     n_demos = cfg.demos
     if cfg.balance_hops:
         examples = in_turn(examples, lambda q: (q.metadata or {}).get("hops", 1))
+    # Build more than needed: demonstrations whose documents miss a needed fact are dropped.
     pool = list(examples)[: max(n_demos * 2, n_demos + 16)]
     meter = metered(engine, price_per_1000)
     demos, counts = build_demonstrations(pool, meter, topk=topk, seed=cfg.sft.seed, require_facts=cfg.require_facts)

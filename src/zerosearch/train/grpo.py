@@ -26,7 +26,7 @@ from ..curriculum import NoiseSchedule
 from ..data.qa import QAExample
 from ..engines.base import NOISY, USEFUL, SearchEngine
 from ..engines.ledger import SERPAPI_PRICE_PER_1000, SearchCost, metered
-from ..io import atomic_write_text, read_jsonl
+from ..io import append_jsonl, atomic_write_text, read_jsonl, write_jsonl
 from ..metrics import score_answer
 from ..settings import ALGORITHMS, RLConfig, RolloutConfig
 from .tracking import place_tensorboard_logs, tracker_args
@@ -193,9 +193,8 @@ class SearchRollout:
         step_cost = self.cost - cost_before
         self.last.update({k: getattr(step_cost, k) for k in STEP_COST_KEYS})
         if self.log_path is not None:
-            with open(self.log_path, "a", encoding="utf-8") as f:
-                for t, ex, s in zip(trajs, examples, scores):
-                    f.write(json.dumps({"step": step, "id": ex.id, "f1": s.f1, **t.to_dict()}, ensure_ascii=False) + "\n")
+            append_jsonl(self.log_path, ({"step": step, "id": ex.id, "f1": s.f1, **t.to_dict()}
+                                         for t, ex, s in zip(trajs, examples, scores)))
         return {
             "prompt_ids": [t.prompt_ids for t in trajs],
             "completion_ids": [t.completion_ids for t in trajs],
@@ -263,17 +262,9 @@ def make_grpo_config(rl: RLConfig, out_dir: str | Path, temperature: float, max_
 
 def keep_rows_until(path: Path, last_step: int) -> None:
     """Keep the JSON lines of `path` whose "step" is <= last_step; drop the rest and any unreadable line."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= last_step:
-            keep.append(line + "\n")
-    atomic_write_text(path, "".join(keep))
+    if path.exists():
+        write_jsonl(path, [row for row in read_jsonl(path, skip_broken=True) if isinstance(row, dict)
+                           and isinstance(row.get("step"), int) and row["step"] <= last_step])
 
 
 class _MetricsLog:
@@ -295,8 +286,7 @@ class _MetricsLog:
                 row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
                 row.update(outer.rollout_fn.last)
                 row["seconds"] = time.perf_counter() - getattr(outer, "t0", time.perf_counter())
-                with open(outer.path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(row) + "\n")
+                append_jsonl(outer.path, [row])
 
         self.callback = Callback()
 

@@ -260,11 +260,15 @@ def make_grpo_config(rl: RLConfig, out_dir: str | Path, temperature: float, max_
     )
 
 
-def keep_rows_until(path: Path, last_step: int) -> None:
-    """Keep the JSON lines of `path` whose "step" is <= last_step; drop the rest and any unreadable line."""
-    if path.exists():
-        write_jsonl(path, [row for row in read_jsonl(path, skip_broken=True) if isinstance(row, dict)
-                           and isinstance(row.get("step"), int) and row["step"] <= last_step])
+def keep_rows_until(path: Path, last_step: int) -> list[dict[str, Any]]:
+    """Keep the JSON lines of `path` whose "step" is <= last_step; drop the rest and any unreadable line.
+    Returns the rows kept (none when there is no file)."""
+    if not path.exists():
+        return []
+    kept = [row for row in read_jsonl(path, skip_broken=True)
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= last_step]
+    write_jsonl(path, kept)
+    return kept
 
 
 class _MetricsLog:
@@ -343,10 +347,9 @@ def train_policy(
     else:
         # Steps after the checkpoint are run again: drop their rows (and a line cut by the kill).
         done = int(Path(last_ckpt).name.rsplit("-", 1)[-1])
-        keep_rows_until(metrics_path, done)  # "step" = the step the row reports, 1-based
+        kept = keep_rows_until(metrics_path, done)  # "step" = the step the row reports, 1-based
         keep_rows_until(out / "rollouts.jsonl", done - 1)  # "step" = global_step when the rollout ran
-        if metrics_path.exists():
-            cost_before = cost_of_rows(read_jsonl(metrics_path), price_per_1000)
+        cost_before = cost_of_rows(kept, price_per_1000)
     rollout_fn = SearchRollout(engine, rollout_cfg, examples, curriculum, seed=rl.seed,
                                log_path=out / "rollouts.jsonl", price_per_1000=price_per_1000)
     log = _MetricsLog(metrics_path, rollout_fn)

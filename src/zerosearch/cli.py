@@ -36,7 +36,8 @@ def _fail(msg: str) -> None:
 ConfigOpt = typer.Option(
     None, "--config", "-c",
     help="Settings, repeatable: YAML files or presets (demo-cpu, demo-quick, experiment-cpu, qwen2.5-3b, "
-         "qwen2.5-7b), merged in order, then KEY=VALUE overrides, in order (later ones win), e.g. engine.kind=bm25, engine.corpus=W/corpus.jsonl, engine.topk=5, "
+         "qwen2.5-7b), merged in order, then KEY=VALUE overrides, in order (later ones win), e.g. engine.kind=bm25, "
+         "engine.corpus=W/corpus.jsonl, engine.topk=5, "
          "engine.sim_model=…, engine.sim_url=…, engine.noise=useful, engine.timeout=60, engine.price_per_1000=5, "
          "rollout.max_turns=4, rl.steps=20, rl.report_to=tensorboard, curriculum.end=0.5, warmstart.demos=64, "
          "server.max_queries=8192, simtune.tune.steps=100 (README: Settings).",

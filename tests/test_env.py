@@ -5,7 +5,8 @@ import asyncio
 import pytest
 
 from zerosearch import protocol
-from zerosearch.agent.env import PolicyTurn, SearchEnv, SearchRecord, Task, TokenSequence, invalid_action_ids
+from zerosearch.agent.env import (PolicyTurn, SearchEnv, SearchRecord, Task, TokenSequence, answer_opening_ids,
+                                  invalid_action_ids)
 from zerosearch.agent.rollout import rollout
 from zerosearch.data.qa import QAExample
 from zerosearch.engines.base import SearchResult
@@ -23,6 +24,23 @@ def _ids(tok, text):
 def _turn(tok, text, stop="stop"):
     ids = _ids(tok, text)
     return PolicyTurn(ids, [-0.5] * len(ids), stop)
+
+
+def test_a_forced_final_answer_is_opened_by_the_environment(tiny_tokenizer):
+    tok = tiny_tokenizer
+    env = SearchEnv(tok, max_turns=1, max_obs_tokens=20, force_final_answer=True)
+    seq, task = TokenSequence(), Task("q", ["gold"])
+    env.step(1, [seq], [task], [_turn(tok, "<search> q </search>")],
+             lambda reqs: [SearchResult(r.query, [], "fake", True) for r in reqs])
+    opening = answer_opening_ids(tok)
+    assert seq.completion_ids[-len(opening):] == opening and seq.env_mask[-len(opening):] == [0] * len(opening)
+    [step] = env.step(2, [seq], [task], [_turn(tok, " gold </answer>")], _no_search)
+    assert step.done and seq.answer == "gold" and not seq.unexecuted_final_search
+    # with no searching turn there is no reply to open it in: the one turn is read as written
+    lone = SearchEnv(tok, max_turns=0, max_obs_tokens=20, force_final_answer=True)
+    seq = TokenSequence()
+    lone.step(1, [seq], [task], [_turn(tok, " gold </answer>")], _no_search)
+    assert seq.answer is None and seq.env_mask == [1] * len(seq.env_mask)
 
 
 def _no_search(requests):
@@ -129,15 +147,19 @@ SCRIPTS = {
     "beta question": ["I do not know", "<search> beta query </search>", "<answer> y </answer>"],
     "gamma question": ["<search> one </search>", "<search> two </search>", "<search> three </search>"],
     "delta question": ["<answer> at once </answer>"],
+    # completes an answer the environment opened (force_final_answer); an invalid turn otherwise
+    "epsilon question": ["<search> one </search>", "<search> two </search>", " forced </answer>"],
 }
 
 
-def test_the_batched_rollout_and_the_verl_episode_produce_the_same_tokens(tiny_tokenizer):
+@pytest.mark.parametrize("force", [False, True])
+def test_the_batched_rollout_and_the_verl_episode_produce_the_same_tokens(tiny_tokenizer, force):
     tok = tiny_tokenizer
     exs = [QAExample(f"q{i}", q, [f"gold {i}"]) for i, q in enumerate(SCRIPTS)]
     batched_engine = RecordingEngine("doc for {query} " + "word " * 40)
     trajs = rollout(ScriptedLM(tok, SCRIPTS), tok, exs, batched_engine,
-                    RolloutConfig(max_turns=2, max_new_tokens=32, temperature=0, max_obs_tokens=20), noise=0.5)
+                    RolloutConfig(max_turns=2, max_new_tokens=32, temperature=0, max_obs_tokens=20,
+                                  force_final_answer=force), noise=0.5)
 
     episode_engine = RecordingEngine("doc for {query} " + "word " * 40)
     for ex, traj in zip(exs, trajs):
@@ -155,7 +177,8 @@ def test_the_batched_rollout_and_the_verl_episode_produce_the_same_tokens(tiny_t
 
         ep = asyncio.run(run_episode(traj.prompt_ids, ex.question, ex.golden_answers, tokenizer=tok,
                                      generate=generate, search=search, noise=0.5, eos_ids=[tok.eos_token_id],
-                                     cfg=EpisodeConfig(max_turns=2, max_turn_tokens=32, max_obs_tokens=20)))
+                                     cfg=EpisodeConfig(max_turns=2, max_turn_tokens=32, max_obs_tokens=20,
+                                                       force_final_answer=force)))
         assert ep.completion_ids == traj.completion_ids and ep.env_mask == traj.env_mask
         assert ep.turns == traj.turns
         # (the recording engine numbers its documents by their place in the batch)
@@ -163,9 +186,13 @@ def test_the_batched_rollout_and_the_verl_episode_produce_the_same_tokens(tiny_t
             [(r.turn, r.query, r.error, [d["text"] for d in r.documents]) for r in traj.searches]
         assert (ep.answer, ep.invalid_actions, ep.unexecuted_final_search) == \
             (traj.answer, traj.invalid_actions, traj.unexecuted_final_search)
-    assert sum(0 in t.env_mask for t in trajs) == 3 and trajs[2].unexecuted_final_search
+    assert sum(0 in t.env_mask for t in trajs) == 4 and trajs[2].unexecuted_final_search
+    # a final-turn search is never executed, forced answer or not (`<answer><search> three </search>`)
+    assert [t.answer for t in trajs] == ["x", "y", None, "at once", "forced" if force else None]
+    opened = trajs[4].text.count("<answer>")
+    assert opened == (1 if force else 0)
     def requests(engine):
         return sorted((r.query, r.question, list(r.golden_answers), r.noise) for r in engine.requests)
 
     assert requests(episode_engine) == requests(batched_engine)
-    assert [len(call) for call in batched_engine.calls] == [2, 2]  # one call a turn
+    assert [len(call) for call in batched_engine.calls] == [3, 3]  # one call a turn

@@ -35,6 +35,7 @@ def test_answer_is_read_from_the_response_only():
     # The instruction's own example (<answer> Beijing </answer>) is in the prompt, never in the response.
     assert protocol.extract_answer("no answer here") is None
     assert protocol.extract_answer("<answer> a </answer> then <answer> b </answer>") == "b"
+    assert protocol.extract_answer("<information>d</information>\n\n<answer>\n<answer> c </answer>") == "c"
     s = score_response("I think it is Beijing", ["Beijing"])
     assert (s.strict_em, s.cover_em, s.f1) == (0.0, 0.0, 0.0)
 

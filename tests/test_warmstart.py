@@ -1,6 +1,7 @@
 """Warm-start demonstrations: two-hop chains that name the bridge entity, and turns the rollout can reproduce."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -64,3 +65,31 @@ def test_balanced_warm_start_teaches_as_many_two_hop_chains_as_single_searches(w
                         tokenizer=tiny_tokenizer)
     rows = [json.loads(line) for line in (tmp_path / "demos.jsonl").read_text().splitlines()]
     assert summary["demos"] == 8 and [len(r["searches"]) for r in rows] == [1, 2] * 4
+
+
+class _Forgetful(BM25Engine):
+    """BM25 that returns no documents for some questions' searches, as a simulator missing a fact would."""
+
+    def __init__(self, corpus, forgotten):
+        super().__init__(corpus)
+        self.forgotten = set(forgotten)
+
+    def search(self, requests, topk=None):
+        return [replace(r, documents=[]) if req.question in self.forgotten else r
+                for req, r in zip(requests, super().search(requests, topk=topk))]
+
+
+def test_a_balanced_warm_start_builds_more_demonstrations_until_each_hop_has_its_share(world, tiny_model,
+                                                                                      tiny_tokenizer, tmp_path):
+    one, two = ([q for q in world.train if q.metadata["hops"] == h] for h in (1, 2))
+    # the first round (24 questions in turn: 12 of each) yields no two-hop demonstration
+    engine = _Forgetful(world.corpus, [q.question for q in two[:12]])
+    cfg = WarmstartConfig(demos=8, balance_hops=True, sft=SFTConfig(steps=1, batch_size=2, learning_rate=1e-3))
+    summary = warmstart("tiny", engine, one + two, tmp_path, cfg=cfg, topk=2, model=tiny_model,
+                        tokenizer=tiny_tokenizer)
+    rows = [json.loads(line) for line in (tmp_path / "demos.jsonl").read_text().splitlines()]
+    assert [len(r["searches"]) for r in rows] == [1, 2] * 4
+    assert not {r["question"] for r in rows} & engine.forgotten
+    counts = summary["demo_counts"]
+    # the second round built for two-hop questions only
+    assert counts["rounds"] == 2 and counts["examples"] == 24 + 24

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -71,7 +71,6 @@ def _quick_models(out: Path, texts: list[str], seed: int) -> tuple[str, str]:
 
 
 def _simulator(model_path: str, style: str, run: RunConfig):
-    from dataclasses import replace
 
     from .engines import build_engine, build_generator
 
@@ -111,7 +110,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Seque
     from .simtune.samples import read_samples, split_by_question, write_samples
     from .simtune.pretrain import pretrain_simulator
     from .simtune.tune import tune_simulator
-    from .settings import RolloutConfig, SFTConfig
+    from .settings import SFTConfig
     from .train.grpo import train_policy
     from .train.warmstart import warmstart
 
@@ -235,9 +234,8 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Seque
         if name != "bm25":  # the real engine still serves the evaluations
             e.close()
 
-    eval_cfg = RolloutConfig(max_turns=run.rollout.max_turns, max_new_tokens=run.rollout.max_new_tokens,
-                             temperature=0.0, max_obs_tokens=run.rollout.max_obs_tokens,
-                             batch_size=min(len(eval_q), 256), bf16=run.rollout.bf16)  # one batch: fewest decode steps
+    # greedy, in one batch (fewest decode steps); the training protocol otherwise
+    eval_cfg = replace(run.rollout, temperature=0.0, batch_size=min(len(eval_q), 256))
     built = collected["searches"]
 
     def spent(stage_result: dict[str, Any]) -> SearchCost:

@@ -74,9 +74,11 @@ def parse_action(text: str) -> Action:
 
 
 def extract_answer(response: str) -> str | None:
-    """The last <answer> in the RESPONSE (never the prompt, whose example contains one). None if absent."""
+    """The last <answer> in the RESPONSE (never the prompt, whose example contains one). None if absent.
+    An answer opened twice (a policy that wrote its own `<answer>` after the environment's forced one)
+    counts from its last opening."""
     found = _ANSWER_RE.findall(response)
-    return found[-1].strip() if found else None
+    return found[-1].rsplit(ANSWER[0], 1)[-1].strip() if found else None
 
 
 def strip_observations(response: str) -> str:

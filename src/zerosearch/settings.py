@@ -118,6 +118,9 @@ class RolloutConfig:
     max_obs_tokens: int = 256  # document text inside one <information> block
     batch_size: int = 32
     bf16: bool = False  # autocast the forward passes to bfloat16 (fast on CPUs with AVX512-BF16 / AMX)
+    # the environment opens `<answer>` for the final turn: a policy that would search again must answer
+    # (the paper leaves the final turn open; a search there ends the episode with no answer)
+    force_final_answer: bool = False
 
     def __post_init__(self) -> None:
         if self.max_turns < 0 or self.max_new_tokens < 1 or self.batch_size < 1:

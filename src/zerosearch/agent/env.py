@@ -1,7 +1,8 @@
 """The search environment: what happens between two policy turns, for every way of generating them.
 
 A policy turn (token ids, as sampled) becomes an action. An answer ends the episode; in the final turn
-nothing is executed (a search there is recorded as unexecuted); every search of a turn goes to the
+nothing is executed (a search there is recorded as unexecuted; with `force_final_answer` the reply before
+it opens `<answer>`, so the final turn can only answer); every search of a turn goes to the
 engine in one call, each request with its own sample's question, gold answers and noise; anything else
 gets the invalid-action message. The environment's reply is token ids with env mask 0, the documents cut
 inside the <information> tags, and a failed search is shown to the policy as a failure, never as an empty
@@ -100,12 +101,18 @@ AsyncBatchSearch = Callable[[list[SearchRequest]], Awaitable[Sequence[SearchResu
 
 
 class SearchEnv:
-    """`max_turns` turns whose searches are executed, then one final answer turn."""
+    """`max_turns` turns whose searches are executed, then one final answer turn.
 
-    def __init__(self, tokenizer, *, max_turns: int, max_obs_tokens: int) -> None:
+    With `force_final_answer`, the environment's reply before the final turn ends with `<answer>`, so the
+    final turn can only complete an answer (its text is parsed with that prefix). Without it (the paper),
+    the policy may spend the final turn on a search that is never executed, and end with no answer."""
+
+    def __init__(self, tokenizer, *, max_turns: int, max_obs_tokens: int, force_final_answer: bool = False) -> None:
         self.tokenizer = tokenizer
         self.max_turns = max_turns
         self.max_obs_tokens = max_obs_tokens
+        # with no searching turn there is no reply to open the answer in
+        self.force_final_answer = force_final_answer and max_turns > 0
 
     def turns(self) -> range:
         return range(1, self.max_turns + 2)
@@ -134,6 +141,8 @@ class SearchEnv:
             seq.add(out.ids, env=False, logprobs=out.logprobs)
             text = self.tokenizer.decode(out.ids, skip_special_tokens=True)
             action = protocol.parse_action(text)
+            if final and self.force_final_answer and action.kind != "answer":  # the opening is the environment's
+                action = protocol.parse_action(protocol.ANSWER[0] + text)
             seq.turns.append({"turn": turn, "text": text, "action": action.kind, "content": action.content,
                               "stop": out.stop})
             if action.kind == "answer":
@@ -159,8 +168,11 @@ class SearchEnv:
                 [{"id": d.id, "title": d.title, "text": d.text} for d in res.documents],
             ))
             s.reply = observation_ids(self.tokenizer, res.docs_text(), self.max_obs_tokens)
+        opens_answer = self.force_final_answer and turn == self.max_turns
         for seq, s in zip(seqs, steps):
             if not s.done:
+                if opens_answer:
+                    s.reply = s.reply + answer_opening_ids(self.tokenizer)
                 seq.add(s.reply, env=True)
 
 
@@ -172,12 +184,21 @@ def observation_ids(tokenizer, docs_text: str, max_tokens: int) -> list[int]:
     return tokenizer(protocol.observation(docs_text), add_special_tokens=False).input_ids
 
 
-_INVALID_CACHE: dict[int, list[int]] = {}
+_ID_CACHE: dict[tuple[int, str], list[int]] = {}
+
+
+def _fixed_ids(tokenizer, text: str) -> list[int]:
+    key = (id(tokenizer), text)
+    if key not in _ID_CACHE:
+        _ID_CACHE[key] = tokenizer(text, add_special_tokens=False).input_ids
+    return _ID_CACHE[key]
 
 
 def invalid_action_ids(tokenizer) -> list[int]:
     """Token ids of the environment's reply to a turn with no valid action."""
-    key = id(tokenizer)
-    if key not in _INVALID_CACHE:
-        _INVALID_CACHE[key] = tokenizer(protocol.INVALID_ACTION, add_special_tokens=False).input_ids
-    return _INVALID_CACHE[key]
+    return _fixed_ids(tokenizer, protocol.INVALID_ACTION)
+
+
+def answer_opening_ids(tokenizer) -> list[int]:
+    """Token ids the environment writes to open a forced final answer."""
+    return _fixed_ids(tokenizer, protocol.ANSWER[0])

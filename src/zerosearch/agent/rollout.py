@@ -85,7 +85,8 @@ def _rollout_batch(model, tokenizer, examples, engine, cfg, noise, generator, st
     stop_ids = eos_ids(model, tokenizer)
     trajs = [Trajectory(index=offset + i, prompt_ids=prompt_fn(ex)) for i, ex in enumerate(examples)]
     tasks = [Task(ex.question, ex.golden_answers, noise) for ex in examples]
-    env = SearchEnv(tokenizer, max_turns=cfg.max_turns, max_obs_tokens=cfg.max_obs_tokens)
+    env = SearchEnv(tokenizer, max_turns=cfg.max_turns, max_obs_tokens=cfg.max_obs_tokens,
+                    force_final_answer=cfg.force_final_answer)
     batch = KVBatch(model, pad_id(tokenizer), cfg.bf16)
     rows = list(range(len(trajs)))  # trajectory index of each batch row
     logits = feed_prompts(batch, [t.prompt_ids for t in trajs])

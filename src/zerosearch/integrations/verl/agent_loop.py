@@ -79,6 +79,7 @@ class ZeroSearchAgentLoop(AgentLoopBase):
         max_turns: int = 2,
         max_turn_tokens: int = 500,
         max_obs_tokens: int = 500,
+        force_final_answer: bool = False,
         engine: dict[str, Any] | None = None,
         curriculum: dict[str, Any] | None = None,
         val_noise: str | float | None = None,
@@ -91,7 +92,7 @@ class ZeroSearchAgentLoop(AgentLoopBase):
         super().__init__(*args, **kwargs)
         self.episode_cfg = EpisodeConfig(
             max_turns=int(max_turns), max_turn_tokens=int(max_turn_tokens), max_obs_tokens=int(max_obs_tokens),
-            response_length=int(self.rollout_config.response_length),
+            response_length=int(self.rollout_config.response_length), force_final_answer=bool(force_final_answer),
         )
         settings = {**DEFAULT_ENGINE, **(_plain(engine) or {})}
         EngineConfig.from_dict(settings)  # unknown keys fail here, at start-up, not at the first search

@@ -28,6 +28,7 @@ class EpisodeConfig:
     max_turn_tokens: int = 500  # new tokens per policy turn (the paper's max_response_length)
     max_obs_tokens: int = 500  # document tokens inside one <information> block
     response_length: int = 4096  # the whole response: turns + observations (verl's rollout.response_length)
+    force_final_answer: bool = False  # the final turn opens with `<answer>` (see `agent.env.SearchEnv`)
 
     def __post_init__(self) -> None:
         if self.max_turns < 0:
@@ -66,7 +67,8 @@ async def run_episode(
 ) -> Episode:
     """Play the protocol for one question. `noise` goes with every search request (the curriculum's p)."""
     ep = Episode()
-    env = SearchEnv(tokenizer, max_turns=cfg.max_turns, max_obs_tokens=cfg.max_obs_tokens)
+    env = SearchEnv(tokenizer, max_turns=cfg.max_turns, max_obs_tokens=cfg.max_obs_tokens,
+                    force_final_answer=cfg.force_final_answer)
     task = Task(question, golden_answers, noise)
     eos = set(eos_ids)
 

@@ -7,6 +7,8 @@ closures, so it sampled from the fp32 model under autocast instead of its own bf
 "now" is `zerosearch train` today: the twin samples from its own packed bfloat16 weights, groups whose
 rewards are all equal are left out of the update (`rl.skip_uninformative`, the same gradient), and
 `--questions` questions a step (more trajectories share each decoding step).
+"lora" is "now" with LoRA adapters for the update (`-c rl.lora_r=16`, at 10x the learning rate): no weight
+gradients or optimizer state for the base weights; the twin samples from the merged weights.
 
 Each variant runs `--steps` RL steps of `train_policy` from the same warm start, timed from the call to
 its return (trainer set-up and the first step's one-off costs included, as a user pays them).
@@ -36,6 +38,7 @@ from zerosearch.train import grpo
 from zerosearch.train.grpo import SearchRollout, train_policy
 
 _CURRENT_TWIN = SearchRollout._generation_model
+VARIANTS = ("before", "now", "lora")
 
 
 def _twin_as_before(self, model):
@@ -55,6 +58,8 @@ def run(variant: str, engine, policy: str, questions, out: Path, run_cfg, steps:
     SearchRollout._generation_model = _twin_as_before if before else _CURRENT_TWIN
     rl = dataclasses.replace(run_cfg.rl, steps=steps, questions_per_step=4 if before else per_step,
                              skip_uninformative=not before, save_steps=0)
+    if variant == "lora":
+        rl = dataclasses.replace(rl, lora_r=16, learning_rate=10 * rl.learning_rate)
     model, tok = load_causal_lm(policy)
     t0 = time.perf_counter()
     train_policy(policy, engine, questions, out, rollout_cfg=run_cfg.rollout, rl=rl, curriculum=run_cfg.curriculum,
@@ -94,14 +99,15 @@ def main() -> None:
     for name in args.engines.split(","):
         engine = engines[name]()
         results = {}
-        for variant in ("before", "now"):
+        for variant in VARIANTS:
             r = run(variant, engine, args.policy, questions, tmp / f"{name}-{variant}", run_cfg, args.steps, per_step)
             results[variant] = r
             print(f"{name:9s} {variant:6s} {r['trajectories']:4d} trajectories in {r['seconds']:6.1f} s: "
                   f"{r['per_minute']:6.1f} trajectories/min (rollout {r['rollout']:.0f} s, of which search "
                   f"{r['search']:.0f} s; informative groups {r['informative']:.0%})", flush=True)
-        print(f"{name:9s} ratio (now / before): {results['now']['per_minute'] / results['before']['per_minute']:.2f}x "
-              f"trajectories per minute", flush=True)
+        for variant in VARIANTS[1:]:
+            ratio = results[variant]["per_minute"] / results["before"]["per_minute"]
+            print(f"{name:9s} ratio ({variant} / before): {ratio:.2f}x trajectories per minute", flush=True)
         engine.close()
     SearchRollout._generation_model = _CURRENT_TWIN
     del grpo

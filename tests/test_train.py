@@ -176,9 +176,11 @@ def _success_rate(model, tok, qs, engine, seed):
     return sum(t.answer == "paris" for t in trajs) / len(trajs)
 
 
-def test_grpo_wiring_learns_a_trivial_search_task(tmp_path):
+@pytest.mark.parametrize("lora_r", [0, 8])
+def test_grpo_wiring_learns_a_trivial_search_task(tmp_path, lora_r):
     """A real learning test: a policy that half the time answers without searching (wrongly) learns, from
-    the F1 reward alone, to search first and answer from the documents."""
+    the F1 reward alone, to search first and answer from the documents; with LoRA adapters (at a larger
+    learning rate: 1e-2 and more made this tiny model unlearn the format) too, merged into the saved policy."""
     from zerosearch.llm.tiny import build_tiny_model, build_tiny_tokenizer
 
     torch.manual_seed(0)
@@ -197,13 +199,19 @@ def test_grpo_wiring_learns_a_trivial_search_task(tmp_path):
     searched_before = len(engine.requests)
     summary = train_policy("tiny", engine, qs, tmp_path / "rl", rollout_cfg=RolloutConfig(max_turns=1,
                            max_new_tokens=12, temperature=1.0), rl=RLConfig(steps=15, questions_per_step=4,
-                           num_generations=4, learning_rate=2e-3, seed=0), model=model, tokenizer=tok,
-                           price_per_1000=1000.0)
+                           num_generations=4, learning_rate=5e-3 if lora_r else 2e-3, seed=0, lora_r=lora_r),
+                           model=model, tokenizer=tok, price_per_1000=1000.0)
     # every search of the run reached the (real) engine and is priced: $1 each here
     trained = len(engine.requests) - searched_before
     rows = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
     assert trained > 0 and summary["search_cost"]["real_searches"] == trained == sum(r["real_searches"] for r in rows)
     assert summary["search_cost"]["real_cost_usd"] == pytest.approx(trained)
+    if lora_r:  # the saved policy is a plain model with the adapters merged in
+        from zerosearch.llm.local import load_causal_lm
+
+        assert not (tmp_path / "rl" / "policy" / "adapter_config.json").exists()
+        assert summary["trainable_parameters"] < sum(p.numel() for p in model.parameters()) / 2
+        model, _ = load_causal_lm(str(tmp_path / "rl" / "policy"))
     after = _success_rate(model.eval(), tok, eval_qs, engine, seed=1)
     print("success rate before", before, "after", after)
     assert after >= before + 0.25, (before, after)
@@ -223,6 +231,28 @@ def test_bf16_sampling_twin_follows_the_trained_weights(tiny_model, tiny_tokeniz
     out = fn(prompts, _Trainer(tiny_model, tiny_tokenizer, 0, 1))
     assert len(out["completion_ids"]) == 2
     assert next(tiny_model.parameters()).dtype == torch.float32  # the trained model itself is untouched
+
+
+def test_bf16_twin_of_a_lora_policy_is_a_plain_model_with_the_adapters_merged(tiny_model, tiny_tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    policy = get_peft_model(tiny_model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # adapters that change the outputs (B starts at zero)
+    fn = SearchRollout(RecordingEngine(), RolloutConfig(max_turns=1, max_new_tokens=4, bf16=True), _questions(1), None)
+    twin, _ = fn._generation_model(policy)
+    assert not any("lora" in name for name, _ in twin.named_parameters())
+    assert next(twin.parameters()).dtype == torch.bfloat16
+    ids = torch.tensor([prompt_ids(tiny_tokenizer, "what is the capital of land0")])
+    with torch.no_grad():
+        want, got, base = policy(ids).logits, twin(ids).logits.float(), policy.get_base_model()
+        with policy.disable_adapter():
+            plain = policy(ids).logits
+    assert not torch.allclose(want, plain, atol=0.1)  # the adapters matter here ...
+    assert torch.allclose(got, want, atol=0.1)  # ... and the twin samples with them
+    assert any("lora" in name for name, _ in base.named_parameters())  # the policy itself keeps its adapters
 
 
 def test_bf16_twin_runs_its_own_weights_when_the_trainer_wrapped_forward(tiny_model, tiny_tokenizer):

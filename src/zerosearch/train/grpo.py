@@ -8,6 +8,7 @@ read from `trainer.state.global_step / max_steps` on every rollout and handed to
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -119,22 +120,19 @@ class SearchRollout:
     def _generation_model(self, model):
         """With bf16 on a CPU, sample from a bfloat16 twin refreshed from the trained weights every step:
         autocast would re-cast every weight at every decoding step. TRL recomputes the log-probs it trains on
-        from the fp32 model, so the twin only changes how fast trajectories are sampled."""
+        from the fp32 model, so the twin only changes how fast trajectories are sampled. A LoRA policy's twin
+        is a plain model with the adapters merged in: no adapter products at each decoding step."""
         if not self.cfg.bf16 or next(model.parameters()).device.type != "cpu":
             return model, self.cfg
-        if self._twin is None:
-            import copy
-
-            twin = copy.deepcopy(model).to(torch.bfloat16).eval()
-            # accelerate (autocast, fp32 outputs) and the trainer (fused LM head) replace `forward` on the
-            # model instance with closures over the ORIGINAL model; a deep copy keeps them, so the twin would
-            # run the fp32 weights under autocast and never its own. The plain class forwards are what we want.
-            for m in twin.modules():
-                m.__dict__.pop("forward", None)
-            self._twin = twin
-        with torch.no_grad():
-            for dst, src in zip(self._twin.parameters(), model.parameters()):
-                dst.copy_(src)
+        if hasattr(model, "merge_and_unload"):  # peft
+            with torch.no_grad():
+                self._twin = _plain_forwards(copy.deepcopy(model).merge_and_unload().to(torch.bfloat16).eval())
+        elif self._twin is None:
+            self._twin = _plain_forwards(copy.deepcopy(model).to(torch.bfloat16).eval())
+        else:
+            with torch.no_grad():
+                for dst, src in zip(self._twin.parameters(), model.parameters()):
+                    dst.copy_(src)
         return self._twin, dataclasses.replace(self.cfg, bf16=False)
 
     @contextmanager
@@ -204,6 +202,15 @@ class SearchRollout:
             "zs_strict_em": [s.strict_em for s in scores],
             "zs_cover_em": [s.cover_em for s in scores],
         }
+
+
+def _plain_forwards(twin):
+    """accelerate (autocast, fp32 outputs) and the trainer (fused LM head) replace `forward` on the model
+    instance with closures over the ORIGINAL model; a deep copy keeps them, so the twin would run the fp32
+    weights under autocast and never its own. The plain class forwards are what we want."""
+    for m in twin.modules():
+        m.__dict__.pop("forward", None)
+    return twin
 
 
 def informative_fraction(rewards: Sequence[float], group: int) -> float:
@@ -355,8 +362,15 @@ def train_policy(
     log = _MetricsLog(metrics_path, rollout_fn)
     max_len = (rollout_cfg.max_turns + 1) * (rollout_cfg.max_new_tokens + rollout_cfg.max_obs_tokens + 64)
     args = make_grpo_config(rl, ckpt_dir, rollout_cfg.temperature, max_len)
+    peft_config = None
+    if rl.lora_r:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=rl.lora_r, lora_alpha=rl.lora_alpha, target_modules="all-linear",
+                                 task_type="CAUSAL_LM")
     trainer = search_grpo_trainer_class()(
         model=model,
+        peft_config=peft_config,
         reward_funcs=[f1_reward],
         args=args,
         train_dataset=build_dataset(examples),
@@ -365,13 +379,18 @@ def train_policy(
         callbacks=[log.callback],
         skip_uninformative=rl.skip_uninformative,
     )
+    if peft_config is not None:
+        n_trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     place_tensorboard_logs(trainer, out, fresh=not resume)
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=last_ckpt)
     seconds = time.perf_counter() - t0
     policy_dir = out / "policy"
-    train_top_layers(model, 0)
-    trainer.save_model(str(policy_dir))
+    if peft_config is None:
+        train_top_layers(model, 0)
+        trainer.save_model(str(policy_dir))
+    else:  # the adapters merged in: a plain model, as every other command expects
+        trainer.model.merge_and_unload().save_pretrained(str(policy_dir))
     tokenizer.save_pretrained(str(policy_dir))
     cost = cost_before + rollout_fn.cost
     summary = {

@@ -253,6 +253,16 @@ def test_bf16_twin_of_a_lora_policy_is_a_plain_model_with_the_adapters_merged(ti
     assert not torch.allclose(want, plain, atol=0.1)  # the adapters matter here ...
     assert torch.allclose(got, want, atol=0.1)  # ... and the twin samples with them
     assert any("lora" in name for name, _ in base.named_parameters())  # the policy itself keeps its adapters
+    with torch.no_grad():  # a training step later: the same twin, with the new adapters merged in
+        for name, p in policy.named_parameters():
+            if "lora_A" in name:
+                p.mul_(-1.0)
+        before, want = want, policy(ids).logits
+    assert not torch.allclose(want, before, atol=0.1)
+    twin2, _ = fn._generation_model(policy)
+    with torch.no_grad():
+        got = twin2(ids).logits.float()
+    assert twin2 is twin and torch.allclose(got, want, atol=0.1)
 
 
 def test_bf16_twin_runs_its_own_weights_when_the_trainer_wrapped_forward(tiny_model, tiny_tokenizer):

@@ -124,13 +124,17 @@ class SearchRollout:
         is a plain model with the adapters merged in: no adapter products at each decoding step."""
         if not self.cfg.bf16 or next(model.parameters()).device.type != "cpu":
             return model, self.cfg
-        if hasattr(model, "merge_and_unload"):  # peft
-            with torch.no_grad():
-                self._twin = _plain_forwards(copy.deepcopy(model).merge_and_unload().to(torch.bfloat16).eval())
-        elif self._twin is None:
-            self._twin = _plain_forwards(copy.deepcopy(model).to(torch.bfloat16).eval())
-        else:
-            with torch.no_grad():
+        lora = hasattr(model, "merge_and_unload")  # a peft model
+        with torch.no_grad():
+            if self._twin is None:
+                twin = copy.deepcopy(model)
+                self._twin = _plain_forwards((twin.merge_and_unload() if lora else twin).to(torch.bfloat16).eval())
+            elif lora:  # only the adapted layers change: base weight + B A, layer by layer
+                for name, m in model.get_base_model().named_modules():
+                    if hasattr(m, "base_layer") and hasattr(m, "get_delta_weight"):
+                        delta = sum(m.get_delta_weight(a) for a in m.active_adapters)
+                        self._twin.get_submodule(name).weight.copy_(m.base_layer.weight + delta)
+            else:
                 for dst, src in zip(self._twin.parameters(), model.parameters()):
                     dst.copy_(src)
         return self._twin, dataclasses.replace(self.cfg, bf16=False)

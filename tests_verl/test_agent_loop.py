@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, DictConfigWrap
 
 from zerosearch import protocol
-from zerosearch.agent.env import invalid_action_ids, observation_ids
+from zerosearch.agent.env import answer_opening_ids, invalid_action_ids, observation_ids
 from zerosearch.integrations.verl.agent_loop import ZeroSearchAgentLoop
 from zerosearch.integrations.verl.manager_keys import STEP_KEY, TOTAL_KEY, VALIDATE_KEY
 
@@ -106,6 +106,17 @@ def test_final_turn_executes_no_search(tokenizer, engine):
     t2 = ids(tokenizer, turns[1])
     assert out.response_ids[-len(t2):] == t2 and out.response_mask[-len(t2):] == [1] * len(t2)  # nothing after it
     assert out.extra_fields["zs_unexecuted_final_search"] is True and out.extra_fields["zs_answered"] is False
+
+
+def test_a_forced_final_answer_is_opened_by_the_loop_and_completed_by_the_policy(tokenizer, engine):
+    turns = ["<search> first </search>", " Vaskine </answer>"]
+    server = ScriptedServer(tokenizer, turns)
+    out, _ = run(tokenizer, server, row(), max_turns=1, force_final_answer=True)
+    opening, t2 = answer_opening_ids(tokenizer), ids(tokenizer, turns[1])
+    assert out.response_ids[-len(opening) - len(t2):] == opening + t2
+    assert out.response_mask[-len(opening) - len(t2):] == [0] * len(opening) + [1] * len(t2)
+    assert server.calls[1]["prompt_ids"][-len(opening):] == opening  # the policy continues the opened answer
+    assert out.extra_fields["zs_answered"] is True and out.extra_fields["zs_unexecuted_final_search"] is False
 
 
 def test_response_budget_caps_turns_and_observations(tokenizer, engine):

@@ -71,7 +71,6 @@ def _quick_models(out: Path, texts: list[str], seed: int) -> tuple[str, str]:
 
 
 def _simulator(model_path: str, style: str, run: RunConfig):
-
     from .engines import build_engine, build_generator
 
     cfg = replace(run.engine, kind="simulated", sim_model=model_path, sim_style=style, sim_url=None)

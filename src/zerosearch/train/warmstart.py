@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import itertools
-from collections import Counter
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 

@@ -1,4 +1,4 @@
-"""Train only the top decoder blocks: a compute knob for CPUs.
+"""What a training run updates: only the top decoder blocks (a compute knob for CPUs), or LoRA adapters.
 
 Backpropagation stops at the lowest trainable block, so training the top half of a 30-block model roughly
 halves the cost of a policy update. Embeddings (tied to the output layer in small models) stay frozen.
@@ -33,3 +33,13 @@ def train_top_layers(model, n: int) -> int:
             for p in norm.parameters():
                 p.requires_grad_(True)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def lora_config(r: int, alpha: int):
+    """The peft config of LoRA adapters of rank r on every linear layer (what TRL's trainers take as
+    `peft_config`), or None for r = 0: a full fine-tune."""
+    if not r:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, target_modules="all-linear", task_type="CAUSAL_LM")

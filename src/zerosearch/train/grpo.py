@@ -328,7 +328,7 @@ def train_policy(
 
     from ..llm.local import load_causal_lm
     from .plots import plot_training
-    from .freeze import train_top_layers
+    from .freeze import lora_config, train_top_layers
     from .trl_compat import compact_lm_head_on_cpu, search_grpo_trainer_class
 
     compact_lm_head_on_cpu()
@@ -366,12 +366,7 @@ def train_policy(
     log = _MetricsLog(metrics_path, rollout_fn)
     max_len = (rollout_cfg.max_turns + 1) * (rollout_cfg.max_new_tokens + rollout_cfg.max_obs_tokens + 64)
     args = make_grpo_config(rl, ckpt_dir, rollout_cfg.temperature, max_len)
-    peft_config = None
-    if rl.lora_r:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=rl.lora_r, lora_alpha=rl.lora_alpha, target_modules="all-linear",
-                                 task_type="CAUSAL_LM")
+    peft_config = lora_config(rl.lora_r, rl.lora_alpha)
     trainer = search_grpo_trainer_class()(
         model=model,
         peft_config=peft_config,

@@ -42,7 +42,7 @@ def sft_train(
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
-    from .freeze import train_top_layers
+    from .freeze import lora_config, train_top_layers
     from .trl_compat import compact_lm_head_on_cpu
 
     if not examples:
@@ -52,11 +52,7 @@ def sft_train(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = Dataset.from_list([{"input_ids": e.input_ids, "completion_mask": e.loss_mask} for e in examples])
-    peft_config = None
-    if cfg.lora_r:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
+    peft_config = lora_config(cfg.lora_r, cfg.lora_alpha)
     args = TRLSFTConfig(
         output_dir=str(out / "checkpoints"),
         use_cpu=not torch.cuda.is_available(),

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from zerosearch.demo import Stages, run_demo
+from zerosearch.data.qa import QAExample
+from zerosearch.demo import Stages, run_demo, split_rl_questions
 from zerosearch.settings import ArmSettings, DemoSettings, load_demo_settings
 from zerosearch.metrics import paired_bootstrap
 
@@ -30,6 +31,17 @@ def test_arm_and_pipeline_settings_are_checked(tmp_path):
     bad.write_text("demo:\n  arms:\n    - {name: x, engine: tuned, nois: 0.5}\n")
     with pytest.raises(ValueError, match=r"demo.arms\[0\].*nois"):
         load_demo_settings([str(bad)])
+
+
+
+def test_rl_questions_can_take_both_hops_in_equal_numbers_and_leave_the_rest_to_the_warm_start():
+    qs = [QAExample(str(i), f"q{i}", ["a"], metadata={"hops": 2 if i % 4 == 0 else 1}) for i in range(40)]
+    rl, side = split_rl_questions(qs, 10)
+    assert rl == qs[:10] and side == qs[10:]
+    rl, side = split_rl_questions(qs, 10, balance_hops=True)
+    assert [q.metadata["hops"] for q in rl] == [1, 2] * 5
+    assert {q.id for q in rl}.isdisjoint(q.id for q in side) and len(rl) + len(side) == 40
+    assert side == [q for q in qs if q not in rl]  # the rest keep their order
 
 
 def test_a_stage_after_one_that_ran_is_never_read_back(tmp_path):

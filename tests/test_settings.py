@@ -74,3 +74,17 @@ def test_reading_settings_imports_no_torch():
             "print(sorted(m for m in ('torch', 'trl', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("section", ["rl", "warmstart.sft", "simtune.tune"])
+def test_lora_and_top_layers_are_refused_together_in_every_trainer(section):
+    with pytest.raises(ValueError, match="do not combine"):
+        run_config_from_dict(_nested(section, {"lora_r": 8, "trainable_layers": 2}))
+    with pytest.raises(ValueError, match="lora_r must be >= 0"):
+        run_config_from_dict(_nested(section, {"lora_r": -1}))
+
+
+def _nested(dotted: str, leaf: dict) -> dict:
+    for key in reversed(dotted.split(".")):
+        leaf = {key: leaf}
+    return leaf

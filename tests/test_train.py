@@ -217,7 +217,34 @@ def test_grpo_wiring_learns_a_trivial_search_task(tmp_path, lora_r):
     assert after >= before + 0.25, (before, after)
 
 
-def test_bf16_sampling_twin_follows_the_trained_weights(tiny_model, tiny_tokenizer):
+@pytest.fixture
+def native_bf16(monkeypatch):
+    """The bf16 paths as on a CPU with AVX512-BF16 / AMX, whatever this one has (tiny models: fast either way)."""
+    monkeypatch.setattr("zerosearch.llm.decoding.CPU_BF16", True)
+
+
+def test_bf16_falls_back_to_float32_on_a_cpu_without_native_bfloat16(tiny_model, tiny_tokenizer, tmp_path,
+                                                                    monkeypatch, caplog):
+    import zerosearch.llm.decoding as decoding
+    from zerosearch.llm.local import load_causal_lm
+    from zerosearch.train.grpo import make_grpo_config
+
+    monkeypatch.setattr(decoding, "CPU_BF16", False)
+    monkeypatch.setattr(decoding, "_warned_bf16", False)
+    fn = SearchRollout(RecordingEngine(), RolloutConfig(max_turns=1, max_new_tokens=4, bf16=True), _questions(1), None)
+    model, cfg = fn._generation_model(tiny_model)
+    assert model is tiny_model and decoding.KVBatch(model, 0, cfg.bf16).bf16 is False  # no twin, no autocast
+    assert make_grpo_config(RLConfig(bf16=True), tmp_path, 1.0, 64).bf16 is False
+    tiny_model.save_pretrained(tmp_path / "m")
+    tiny_tokenizer.save_pretrained(tmp_path / "m")
+    loaded, _ = load_causal_lm(str(tmp_path / "m"), dtype="bfloat16")
+    assert next(loaded.parameters()).dtype == torch.float32
+    assert sum("no native bfloat16" in r.getMessage() for r in caplog.records) == 1  # said once
+    monkeypatch.setattr(decoding, "CPU_BF16", True)
+    assert decoding.use_bf16(True) and not decoding.use_bf16(False) and decoding.use_bf16(True, "cuda")
+
+
+def test_bf16_sampling_twin_follows_the_trained_weights(tiny_model, tiny_tokenizer, native_bf16):
     qs = _questions(2)
     fn = SearchRollout(RecordingEngine(), RolloutConfig(max_turns=1, max_new_tokens=4, bf16=True), qs, None)
     twin, cfg = fn._generation_model(tiny_model)
@@ -233,7 +260,7 @@ def test_bf16_sampling_twin_follows_the_trained_weights(tiny_model, tiny_tokeniz
     assert next(tiny_model.parameters()).dtype == torch.float32  # the trained model itself is untouched
 
 
-def test_bf16_twin_of_a_lora_policy_is_a_plain_model_with_the_adapters_merged(tiny_model, tiny_tokenizer):
+def test_bf16_twin_of_a_lora_policy_is_a_plain_model_with_the_adapters_merged(tiny_model, tiny_tokenizer, native_bf16):
     from peft import LoraConfig, get_peft_model
 
     policy = get_peft_model(tiny_model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
@@ -265,7 +292,7 @@ def test_bf16_twin_of_a_lora_policy_is_a_plain_model_with_the_adapters_merged(ti
     assert twin2 is twin and torch.allclose(got, want, atol=0.1)
 
 
-def test_bf16_twin_runs_its_own_weights_when_the_trainer_wrapped_forward(tiny_model, tiny_tokenizer):
+def test_bf16_twin_runs_its_own_weights_when_the_trainer_wrapped_forward(tiny_model, tiny_tokenizer, native_bf16):
     """accelerate and the trainer replace `forward` on the model instance; the twin must not inherit those
     closures, which would run the fp32 model under autocast instead of the twin's bfloat16 weights."""
     calls = []
@@ -390,3 +417,27 @@ def test_unknown_report_to_is_a_clear_error():
     with pytest.raises(ValueError, match="warmstart.sft: report_to must be one of"):
         run_config_from_dict({"warmstart": {"sft": {"report_to": "all"}}})
     assert run_config_from_dict({"rl": {"report_to": "wandb"}}).rl.report_to == "wandb"
+
+
+def test_repeat_penalty_lowers_the_reward_of_an_episode_that_searched_a_query_twice(tiny_model, tiny_tokenizer):
+    from zerosearch.train.grpo import f1_reward
+
+    from .scripted import ScriptedLM
+
+    qs = _questions(2)
+    scripts = {"land0": ["<search> Capital q </search>", "<search> capital  Q </search>", "<answer> paris </answer>"],
+               "land1": ["<search> q </search>", "<search> r </search>", "<answer> paris </answer>"]}
+    model = ScriptedLM(tiny_tokenizer, scripts)
+    prompts = [protocol.chat_prompt(q.question) for q in qs]
+    cfg = RolloutConfig(max_turns=2, max_new_tokens=16, temperature=0)
+    outs = {}
+    for penalty in (0.0, 0.25):
+        fn = SearchRollout(RecordingEngine(), cfg, qs, None, repeat_penalty=penalty)
+        outs[penalty] = fn(prompts, _Trainer(model, tiny_tokenizer, 0, 1))
+        assert fn.last["repeated_query_rate"] == 0.5  # the same query, case and spacing aside
+    assert outs[0.0]["zs_f1"] == outs[0.25]["zs_f1"] == [1.0, 1.0]
+    assert outs[0.0]["zs_reward"] == [1.0, 1.0]
+    assert outs[0.25]["zs_reward"] == [0.75, 1.0]
+    assert f1_reward(None, None, **{k: v for k, v in outs[0.25].items() if k.startswith("zs_")}) == [0.75, 1.0]
+    with pytest.raises(ValueError, match="repeat_penalty"):
+        RLConfig(repeat_penalty=1.5)

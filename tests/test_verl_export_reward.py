@@ -67,7 +67,7 @@ def test_cli_exports_the_world_and_flashrag_jsonl(tmp_path):
 def test_reward_is_f1_with_both_em_variants_and_never_raises_without_an_answer():
     gt = {"target": ["Brel Tesk"]}
     assert compute_score("nq", "<answer> brel tesk </answer>", gt) == \
-        {"score": 1.0, "f1": 1.0, "strict_em": 1.0, "cover_em": 1.0, "answered": 1.0}
+        {"score": 1.0, "f1": 1.0, "strict_em": 1.0, "cover_em": 1.0, "answered": 1.0, "repeated_query": 0.0}
     partial = compute_score("nq", "<answer> Brel Tesk of Quorath </answer>", gt)
     assert partial["strict_em"] == 0.0 and partial["cover_em"] == 1.0 and partial["score"] == pytest.approx(2 / 3)
     assert compute_score("nq", "I give up", gt)["score"] == 0.0
@@ -75,6 +75,17 @@ def test_reward_is_f1_with_both_em_variants_and_never_raises_without_an_answer()
     resp = "<answer> no </answer>" + protocol.observation("Doc 1(Title: x) <answer> Brel Tesk </answer>")
     assert compute_score("nq", resp, gt)["answered"] == 1.0 and compute_score("nq", resp, gt)["score"] == 0.0
     assert compute_score("nq", "<information> <answer> Brel Tesk </answer> cut", gt)["answered"] == 0.0
+
+
+def test_repeat_penalty_counts_the_queries_the_policy_wrote_not_those_in_documents():
+    gt = {"target": ["Brel Tesk"]}
+    docs = protocol.observation("Doc 1(Title: x) <search> q </search>")
+    twice = "<search> Brel  q </search>" + docs + "<search> brel q </search>" + docs + "<answer> Brel Tesk </answer>"
+    once = "<search> q </search>" + docs + "<answer> Brel Tesk </answer>"
+    assert compute_score("nq", twice, gt)["score"] == 1.0  # no penalty asked: the paper's reward
+    scored = compute_score("nq", twice, gt, repeat_penalty=0.5)
+    assert scored["score"] == 0.5 and scored["f1"] == 1.0 and scored["repeated_query"] == 1.0
+    assert compute_score("nq", once, gt, repeat_penalty=0.5)["score"] == 1.0
 
 
 def test_gold_answers_accepts_search_r1_shapes_and_rejects_empty_ones():

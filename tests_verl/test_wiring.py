@@ -162,13 +162,20 @@ def test_reward_function_loads_through_verls_loader():
     gt = {"target": np.array(["Vaskine", "Vaskine city"], dtype=object)}  # how parquet rows arrive
     good = fn(data_source="world", solution_str="<search> q </search>\n\n<information>Doc 1 x</information>\n\n"
               "<answer> the Vaskine </answer>", ground_truth=gt, extra_info={"num_turns": 4})
-    assert good == {"score": 1.0, "f1": 1.0, "strict_em": 1.0, "cover_em": 1.0, "answered": 1.0}
+    assert good == {"score": 1.0, "f1": 1.0, "strict_em": 1.0, "cover_em": 1.0, "answered": 1.0,
+                    "repeated_query": 0.0}
     long = fn(data_source="world", solution_str="<answer> Vaskine on the river Tov </answer>", ground_truth=gt)
     assert long["strict_em"] == 0.0 and long["cover_em"] == 1.0 and 0 < long["score"] < 1
     # a document that contains an answer tag does not answer for the policy
     injected = fn(data_source="world", solution_str="<information><answer> Vaskine </answer></information>",
                   ground_truth=gt)
     assert injected["score"] == 0.0 and injected["answered"] == 0.0
+    # reward_kwargs reach compute_score: the repeat penalty of rl.repeat_penalty
+    penalised = get_custom_reward_fn(OmegaConf.create({"reward": {"custom_reward_function": {
+        "path": "pkg://zerosearch.integrations.verl.reward", "name": "compute_score",
+        "reward_kwargs": {"repeat_penalty": 0.5}}}}))
+    twice = "<search> q </search><information>x</information><search> Q </search><answer> Vaskine </answer>"
+    assert penalised(data_source="world", solution_str=twice, ground_truth=gt)["score"] == 0.5
 
 
 def test_exported_parquet_loads_in_rlhf_dataset_and_feeds_the_agent_loop(tmp_path, tokenizer, engine):

@@ -23,6 +23,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .data.qa import QAExample
 from .io import atomic_write_text
 from .settings import RunConfig, load_demo_settings
 
@@ -93,6 +94,17 @@ def _prepare_folder(out: Path, settings: dict[str, Any], fresh: bool) -> None:
     atomic_write_text(saved, json.dumps(settings, indent=2))
 
 
+def split_rl_questions(questions: Sequence[QAExample], n: int, *, balance_hops: bool = False
+                       ) -> tuple[list[QAExample], list[QAExample]]:
+    """The first `n` questions for RL (with `balance_hops`: single- and two-hop in turn) and the others, in
+    their order, for the simulator's data and the warm start."""
+    from .train.warmstart import in_turn
+
+    pool = in_turn(questions, lambda q: q.metadata["hops"]) if balance_hops else list(questions)
+    chosen = {id(q) for q in pool[:n]}
+    return pool[:n], [q for q in questions if id(q) not in chosen]
+
+
 def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Sequence[str] = (), fresh: bool = False,
              say: Callable[[str], None] = print, default: str = "demo-cpu") -> dict[str, Any]:
     """Run (or resume) the pipeline in `out`. `config`: settings files, preset names or KEY=VALUE overrides
@@ -130,7 +142,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Seque
     eval_q = [q for q in world.test if q.metadata["hops"] in ds.hops]
     eval_q = eval_q[: ds.eval_questions] if ds.eval_questions else eval_q
     # RL draws from its own training questions; the simulator's data and the warm start use the others.
-    rl_q, side_q = train_q[: ds.rl_questions], train_q[ds.rl_questions :]
+    rl_q, side_q = split_rl_questions(train_q, ds.rl_questions, balance_hops=ds.rl_balance_hops)
     real = build_engine(EngineConfig(kind="bm25", corpus=str(paths["corpus"]), topk=k))
 
     policy, base_model = run.policy, ds.baseline_model

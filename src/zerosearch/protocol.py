@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Iterable, Literal, Sequence
 
 THINK = ("<think>", "</think>")
 SEARCH = ("<search>", "</search>")
@@ -39,6 +39,7 @@ INVALID_ACTION = (
 
 _ACTION_RE = re.compile(r"<(search|answer)>(.*?)</\1>", re.DOTALL)
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_SEARCH_RE = re.compile(r"<search>(.*?)</search>", re.DOTALL)
 _INFORMATION_RE = re.compile(r"<information>.*?(?:</information>|$)", re.DOTALL)
 
 
@@ -79,6 +80,22 @@ def extract_answer(response: str) -> str | None:
     counts from its last opening."""
     found = _ANSWER_RE.findall(response)
     return found[-1].rsplit(ANSWER[0], 1)[-1].strip() if found else None
+
+
+def written_queries(response: str) -> list[str]:
+    """The queries the policy wrote in a decoded response (documents left out)."""
+    return [q.strip() for q in _SEARCH_RE.findall(strip_observations(response))]
+
+
+def repeated_queries(queries: Iterable[str]) -> int:
+    """How many queries repeat an earlier one of the same episode, case and spacing aside."""
+    seen: set[str] = set()
+    repeats = 0
+    for q in queries:
+        key = " ".join(q.lower().split())
+        repeats += key in seen
+        seen.add(key)
+    return repeats
 
 
 def strip_observations(response: str) -> str:

@@ -40,6 +40,13 @@ def check_report_to(value: str) -> None:
         raise ValueError(f"report_to must be one of {', '.join(REPORT_TO)}, not {value!r}")
 
 
+def _check_lora(lora_r: int, trainable_layers: int) -> None:
+    if lora_r < 0:
+        raise ValueError(f"lora_r must be >= 0, not {lora_r}")
+    if lora_r and trainable_layers:
+        raise ValueError("lora_r and trainable_layers do not combine: LoRA already trains only its adapters")
+
+
 def _check_warmup(ratio: float) -> None:
     # transformers 5 has one `warmup_steps` field: a number below 1 is a share of the steps, 1 or more a count
     if not 0 <= ratio < 1:
@@ -153,6 +160,10 @@ class RLConfig:
     # Leave rows with zero advantage (groups whose rewards are all equal) out of the update: the same
     # gradient for less work when beta = 0 (DAPO's dynamic sampling, without drawing replacement groups).
     skip_uninformative: bool = True
+    # Subtracted from the F1 reward of an episode that searched the same query twice (0 = the paper's reward).
+    # With a forced final answer a repeated search costs nothing, and a small policy learns to repeat its
+    # first query instead of searching the next hop (README, "The experiment").
+    repeat_penalty: float = 0.0
     # none, tensorboard (event files in OUT/tensorboard), wandb or trackio (project from WANDB_PROJECT /
     # TRACKIO_PROJECT); metrics.jsonl is written either way
     report_to: str = "none"
@@ -166,10 +177,9 @@ class RLConfig:
         if self.steps < 1 or self.questions_per_step < 1:
             raise ValueError("steps and questions_per_step must be >= 1")
         _check_warmup(self.warmup_ratio)
-        if self.lora_r < 0:
-            raise ValueError(f"lora_r must be >= 0, not {self.lora_r}")
-        if self.lora_r and self.trainable_layers:
-            raise ValueError("lora_r and trainable_layers do not combine: LoRA already trains only its adapters")
+        _check_lora(self.lora_r, self.trainable_layers)
+        if not 0.0 <= self.repeat_penalty <= 1.0:
+            raise ValueError(f"repeat_penalty must be in [0, 1], not {self.repeat_penalty}")
 
 
 @dataclass
@@ -194,6 +204,7 @@ class SFTConfig:
             raise ValueError("steps and batch_size must be >= 1 and learning_rate > 0")
         check_report_to(self.report_to)
         _check_warmup(self.warmup_ratio)
+        _check_lora(self.lora_r, self.trainable_layers)
 
 
 @dataclass
@@ -309,6 +320,9 @@ class DemoSettings:
     hops: tuple[int, ...] = (1, 2)
     eval_questions: int = 0  # held-out test questions, the same for every method; 0 = all of them
     rl_questions: int = 400  # training questions the RL runs draw from (disjoint from the warm start's)
+    # RL questions single- and two-hop in equal numbers (two-hop ones are ~40% of the world's): in the data's
+    # share, single-hop groups outweigh the few informative two-hop ones (README, "The experiment")
+    rl_balance_hops: bool = False
     baseline_model: str = "smollm2-135m"  # the untrained model behind `direct`, `rag` and the prompt-only simulator
     baselines: bool = True  # also evaluate the untrained model without search (direct) and with one retrieval (rag)
     # continued pre-training of the simulator on the world's corpus before tuning (0 steps = none)

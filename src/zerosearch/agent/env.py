@@ -66,6 +66,12 @@ class TokenSequence:
     def n_searches(self) -> int:
         return len(self.searches)
 
+    @property
+    def repeated_searches(self) -> int:
+        """Searches the policy wrote whose query it had already written (an unexecuted final one included,
+        as a reward that reads the decoded response counts it)."""
+        return protocol.repeated_queries(t["content"] for t in self.turns if t.get("action") == "search")
+
 
 @dataclass(frozen=True)
 class Task:

@@ -18,6 +18,7 @@ text generator.
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -35,10 +36,35 @@ MIN_ROWS_TO_SET_ASIDE = 4
 MAX_BAN_RETRIES = 64
 
 
+log = logging.getLogger(__name__)
+
+# A CPU without native bfloat16 (AVX512-BF16 or AMX) emulates it: on an AVX2-only EPYC a bfloat16 matrix
+# product ran ~100x slower than a float32 one (benchmarks/cpu_bf16.py), so there every bf16 setting falls
+# back to float32.
+CPU_BF16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+_warned_bf16 = False
+
+
+def use_bf16(requested: bool, device: torch.device | str | None = None) -> bool:
+    """Whether to compute in bfloat16 when a setting asks for it: on a GPU yes, on a CPU only with native
+    support (a warning, once, says when a request falls back to float32). `device`: default the one the
+    trainers use (CUDA when there is one)."""
+    global _warned_bf16
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if not requested or torch.device(device).type != "cpu" or CPU_BF16:
+        return requested
+    if not _warned_bf16:
+        log.warning("bf16 asked for, but this CPU has no native bfloat16 (AVX512-BF16 or AMX), where it runs "
+                    "~100x slower than float32: computing in float32")
+        _warned_bf16 = True
+    return False
+
+
 # oneDNN kernels for weights packed ahead of time (the ones torch.compile's CPU backend uses).
 _CAN_PACK = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 _PACK_DTYPES = {torch.float32}
-if _CAN_PACK and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+if _CAN_PACK and CPU_BF16:
     _PACK_DTYPES.add(torch.bfloat16)
 
 
@@ -144,7 +170,7 @@ class KVBatch:
         self.model = model
         self.device = next(model.parameters()).device
         self.pad_id = pad_id
-        self.bf16 = bf16
+        self.bf16 = use_bf16(bf16, self.device)
         self.cache = RowCache()
         self.attn: torch.Tensor | None = None
         self.pos: torch.Tensor | None = None  # real tokens fed so far, per row

@@ -8,18 +8,21 @@ import torch
 
 from ..metrics import normalize_answer
 from .base import Generation, GenerationOptions, Messages, TextGenerator
-from .decoding import KVBatch, decode, eos_ids, feed_prompts, packed_linears, pad_id
+from .decoding import KVBatch, decode, eos_ids, feed_prompts, packed_linears, pad_id, use_bf16
 from .registry import resolve_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def load_causal_lm(name_or_path: str, device: str = "cpu", dtype: str = "float32"):
-    """Load (model, tokenizer) from a registry name, a folder or a hub id, in eval mode."""
+    """Load (model, tokenizer) from a registry name, a folder or a hub id, in eval mode (bfloat16 weights
+    on a CPU without native bfloat16 are loaded as float32: see decoding.use_bf16)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
+    if dtype == "bfloat16" and not use_bf16(True, device):
+        dtype = "float32"
     path = resolve_model(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)

@@ -28,6 +28,7 @@ from ..data.qa import QAExample
 from ..engines.base import NOISY, USEFUL, SearchEngine
 from ..engines.ledger import SERPAPI_PRICE_PER_1000, SearchCost, metered
 from ..io import append_jsonl, atomic_write_text, read_jsonl, write_jsonl
+from ..llm.decoding import use_bf16
 from ..metrics import score_answer
 from ..settings import ALGORITHMS, RLConfig, RolloutConfig
 from .tracking import place_tensorboard_logs, tracker_args
@@ -61,6 +62,7 @@ class StepLedger:
             search_errors=sum(s.error is not None for s in searches),
             invalid=sum(t.invalid_actions > 0 for t in trajs),
             answered=sum(t.answer is not None for t in trajs),
+            repeated=sum(t.repeated_searches > 0 for t in trajs),
             trajectories=len(trajs),
         )
         self.totals.update(c)
@@ -68,6 +70,7 @@ class StepLedger:
             "searches_per_question": c["searches"] / n,
             "invalid_action_rate": c["invalid"] / n,
             "answer_rate": c["answered"] / n,
+            "repeated_query_rate": c["repeated"] / n,
             "useful": float(c["useful"]),
             "noisy": float(c["noisy"]),
             "real_searches": float(c["real_searches"]),
@@ -98,8 +101,10 @@ class SearchRollout:
         seed: int = 0,
         log_path: str | Path | None = None,
         price_per_1000: float = SERPAPI_PRICE_PER_1000,
+        repeat_penalty: float = 0.0,
     ) -> None:
         self.engine = metered(engine, price_per_1000)
+        self.repeat_penalty = repeat_penalty
         self.cfg = rollout_cfg
         self.schedule = schedule if not engine.real else None
         self.by_prompt = {protocol.instruction(ex.question): ex for ex in examples}
@@ -122,7 +127,8 @@ class SearchRollout:
         autocast would re-cast every weight at every decoding step. TRL recomputes the log-probs it trains on
         from the fp32 model, so the twin only changes how fast trajectories are sampled. A LoRA policy's twin
         is a plain model with the adapters merged in: no adapter products at each decoding step."""
-        if not self.cfg.bf16 or next(model.parameters()).device.type != "cpu":
+        device = next(model.parameters()).device
+        if device.type != "cpu" or not use_bf16(self.cfg.bf16, device):
             return model, self.cfg
         lora = hasattr(model, "merge_and_unload")  # a peft model
         with torch.no_grad():
@@ -185,7 +191,7 @@ class SearchRollout:
             if was_training:
                 gen_model.train()
         scores = [score_answer(t.answer, ex.golden_answers) for t, ex in zip(trajs, examples)]
-        self.last_rewards = [s.f1 for s in scores]
+        self.last_rewards = [s.f1 - self.repeat_penalty * (t.repeated_searches > 0) for t, s in zip(trajs, scores)]
         self.last = self.ledger.add(trajs)
         self.last["batch_trajectories"] = len(trajs)
         if getattr(trainer, "num_generations", None):
@@ -195,13 +201,14 @@ class SearchRollout:
         step_cost = self.cost - cost_before
         self.last.update({k: getattr(step_cost, k) for k in STEP_COST_KEYS})
         if self.log_path is not None:
-            append_jsonl(self.log_path, ({"step": step, "id": ex.id, "f1": s.f1, **t.to_dict()}
-                                         for t, ex, s in zip(trajs, examples, scores)))
+            append_jsonl(self.log_path, ({"step": step, "id": ex.id, "f1": s.f1, "reward": r, **t.to_dict()}
+                                         for t, ex, s, r in zip(trajs, examples, scores, self.last_rewards)))
         return {
             "prompt_ids": [t.prompt_ids for t in trajs],
             "completion_ids": [t.completion_ids for t in trajs],
             "logprobs": [t.logprobs for t in trajs],
             "env_mask": [t.env_mask for t in trajs],
+            "zs_reward": list(self.last_rewards),
             "zs_f1": [s.f1 for s in scores],
             "zs_strict_em": [s.strict_em for s in scores],
             "zs_cover_em": [s.cover_em for s in scores],
@@ -224,14 +231,16 @@ def informative_fraction(rewards: Sequence[float], group: int) -> float:
     return sum(len(set(g)) > 1 for g in groups) / max(len(groups), 1)
 
 
-def f1_reward(prompts, completions, zs_f1, zs_strict_em, zs_cover_em, log_metric=None, **kwargs) -> list[float]:
-    """Reward = token F1 of the policy's own answer (0 without an answer); EM variants are logged."""
+def f1_reward(prompts, completions, zs_reward, zs_f1, zs_strict_em, zs_cover_em, log_metric=None,
+              **kwargs) -> list[float]:
+    """Reward = token F1 of the policy's own answer (0 without an answer), less `rl.repeat_penalty` for an
+    episode that repeated a search; F1 and the EM variants are logged."""
     if log_metric is not None:
         n = max(len(zs_f1), 1)
         log_metric("f1", sum(zs_f1) / n)
         log_metric("strict_em", sum(zs_strict_em) / n)
         log_metric("cover_em", sum(zs_cover_em) / n)
-    return list(zs_f1)
+    return list(zs_reward)
 
 
 def make_grpo_config(rl: RLConfig, out_dir: str | Path, temperature: float, max_completion_length: int):
@@ -242,7 +251,7 @@ def make_grpo_config(rl: RLConfig, out_dir: str | Path, temperature: float, max_
     return GRPOConfig(
         output_dir=str(out_dir),
         use_cpu=not torch.cuda.is_available(),
-        bf16=rl.bf16,
+        bf16=use_bf16(rl.bf16),
         max_steps=rl.steps,
         per_device_train_batch_size=batch,
         gradient_accumulation_steps=1,
@@ -362,7 +371,8 @@ def train_policy(
         keep_rows_until(out / "rollouts.jsonl", done - 1)  # "step" = global_step when the rollout ran
         cost_before = cost_of_rows(kept, price_per_1000)
     rollout_fn = SearchRollout(engine, rollout_cfg, examples, curriculum, seed=rl.seed,
-                               log_path=out / "rollouts.jsonl", price_per_1000=price_per_1000)
+                               log_path=out / "rollouts.jsonl", price_per_1000=price_per_1000,
+                               repeat_penalty=rl.repeat_penalty)
     log = _MetricsLog(metrics_path, rollout_fn)
     max_len = (rollout_cfg.max_turns + 1) * (rollout_cfg.max_new_tokens + rollout_cfg.max_obs_tokens + 64)
     args = make_grpo_config(rl, ckpt_dir, rollout_cfg.temperature, max_len)

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import torch
 
 from ..io import atomic_write_text
+from ..llm.decoding import use_bf16
 from ..settings import SFTConfig
 from .tracking import place_tensorboard_logs, tracker_args
 
@@ -56,7 +57,7 @@ def sft_train(
     args = TRLSFTConfig(
         output_dir=str(out / "checkpoints"),
         use_cpu=not torch.cuda.is_available(),
-        bf16=cfg.bf16,
+        bf16=use_bf16(cfg.bf16),
         max_steps=cfg.steps,
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,

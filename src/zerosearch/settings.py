@@ -124,7 +124,8 @@ class RolloutConfig:
     temperature: float = 1.0  # 0 = greedy (evaluation and `ask` always decode greedily)
     max_obs_tokens: int = 256  # document text inside one <information> block
     batch_size: int = 32
-    bf16: bool = False  # autocast the forward passes to bfloat16 (fast on CPUs with AVX512-BF16 / AMX)
+    # bfloat16 forward passes; on a CPU only with AVX512-BF16 / AMX, float32 elsewhere (llm.decoding.use_bf16)
+    bf16: bool = False
     # the environment opens `<answer>` for the final turn: a policy that would search again must answer
     # (the paper leaves the final turn open; a search there ends the episode with no answer)
     force_final_answer: bool = False
@@ -150,7 +151,7 @@ class RLConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     save_steps: int = 0  # 0 = only at the end
-    bf16: bool = False  # bfloat16 autocast for the policy update (fast on CPUs with AVX512-BF16)
+    bf16: bool = False  # bfloat16 autocast for the policy update (as rollout.bf16: a CPU needs AVX512-BF16 / AMX)
     gradient_checkpointing: bool = False
     trainable_layers: int = 0  # 0 = all; n = only the top n decoder blocks (a CPU speed knob)
     # > 0: LoRA adapters of this rank on every linear layer, merged into the saved policy (for RL, low-rank
@@ -190,7 +191,7 @@ class SFTConfig:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     seed: int = 0
-    bf16: bool = False
+    bf16: bool = False  # as rollout.bf16: on a CPU only with AVX512-BF16 / AMX
     lora_r: int = 0  # 0 = full fine-tune; > 0 = LoRA adapters of this rank (merged into the saved model)
     lora_alpha: int = 32
     max_length: int | None = None

@@ -59,7 +59,8 @@ def test_packed_linears_give_the_numbers_of_the_plain_layers_and_are_restored(ti
     prompts = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [14, 15, 16, 17]]
     for model in (tiny_model, copy.deepcopy(tiny_model).to(torch.bfloat16)):
         # bfloat16 weights are packed only where the CPU computes in bfloat16 natively (AVX512-BF16 / AMX)
-        packs = [decoding._CAN_PACK and next(model.parameters()).dtype in decoding._PACK_DTYPES] * len(_linear_forwards(model))
+        packed = decoding._CAN_PACK and next(model.parameters()).dtype in decoding._PACK_DTYPES
+        packs = [packed] * len(_linear_forwards(model))
         want = _steps(KVBatch(model, pad_id=0), prompts, 12)
         with packed_linears(model):
             assert _linear_forwards(model) == packs

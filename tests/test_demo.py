@@ -33,7 +33,6 @@ def test_arm_and_pipeline_settings_are_checked(tmp_path):
         load_demo_settings([str(bad)])
 
 
-
 def test_rl_questions_can_take_both_hops_in_equal_numbers_and_leave_the_rest_to_the_warm_start():
     qs = [QAExample(str(i), f"q{i}", ["a"], metadata={"hops": 2 if i % 4 == 0 else 1}) for i in range(40)]
     rl, side = split_rl_questions(qs, 10)

@@ -84,6 +84,12 @@ def score_response(response: str, golds: Iterable[str]) -> Score:
     return score_answer(extract_answer(response), golds)
 
 
+def rl_reward(score: Score, repeated_queries: int, repeat_penalty: float = 0.0) -> float:
+    """The RL reward of an episode, in every trainer: token F1 of its answer, less `repeat_penalty` when it
+    wrote a query twice (0 = the paper's reward)."""
+    return score.f1 - repeat_penalty * (repeated_queries > 0)
+
+
 @dataclass(frozen=True)
 class PairedDifference:
     """after - before over the same questions, in points, with a percentile bootstrap interval."""

@@ -29,7 +29,7 @@ from ..engines.base import NOISY, USEFUL, SearchEngine
 from ..engines.ledger import SERPAPI_PRICE_PER_1000, SearchCost, metered
 from ..io import append_jsonl, atomic_write_text, read_jsonl, write_jsonl
 from ..llm.decoding import use_bf16
-from ..metrics import score_answer
+from ..metrics import rl_reward, score_answer
 from ..settings import ALGORITHMS, RLConfig, RolloutConfig
 from .tracking import place_tensorboard_logs, tracker_args
 
@@ -191,7 +191,7 @@ class SearchRollout:
             if was_training:
                 gen_model.train()
         scores = [score_answer(t.answer, ex.golden_answers) for t, ex in zip(trajs, examples)]
-        self.last_rewards = [s.f1 - self.repeat_penalty * (t.repeated_searches > 0) for t, s in zip(trajs, scores)]
+        self.last_rewards = [rl_reward(s, t.repeated_searches, self.repeat_penalty) for t, s in zip(trajs, scores)]
         self.last = self.ledger.add(trajs)
         self.last["batch_trajectories"] = len(trajs)
         if getattr(trainer, "num_generations", None):

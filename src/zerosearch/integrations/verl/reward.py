@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ... import protocol
-from ...metrics import score_response
+from ...metrics import rl_reward, score_response
 
 
 def gold_answers(ground_truth: Any) -> list[str]:
@@ -36,6 +36,6 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_
     """F1 as the score, less `repeat_penalty` for a repeated query; no answer scores 0 (never an exception).
     Documents cannot supply the answer."""
     s = score_response(protocol.strip_observations(solution_str), gold_answers(ground_truth))
-    repeated = float(protocol.repeated_queries(protocol.written_queries(solution_str)) > 0)
-    return {"score": s.f1 - float(repeat_penalty) * repeated, "f1": s.f1, "strict_em": s.strict_em,
-            "cover_em": s.cover_em, "answered": float(s.answer is not None), "repeated_query": repeated}
+    repeated = protocol.repeated_queries(protocol.written_queries(solution_str))
+    return {"score": rl_reward(s, repeated, float(repeat_penalty)), "f1": s.f1, "strict_em": s.strict_em,
+            "cover_em": s.cover_em, "answered": float(s.answer is not None), "repeated_query": float(repeated > 0)}

@@ -6,7 +6,8 @@ and the sampling twin as it was built then (a deep copy that kept accelerate's a
 closures, so it sampled from the fp32 model under autocast instead of its own bfloat16 weights).
 "now" is `zerosearch train` today: the twin samples from its own packed bfloat16 weights, groups whose
 rewards are all equal are left out of the update (`rl.skip_uninformative`, the same gradient), and
-`--questions` questions a step (more trajectories share each decoding step).
+`--questions` questions a step (more trajectories share each decoding step; the update takes them in
+micro-batches of at most `rl.micro_batch_size` rows, one optimizer step).
 "lora" is "now" with LoRA adapters for the update (`-c rl.lora_r=16`, at 10x the learning rate): no weight
 gradients or optimizer state for the base weights; the twin samples from the merged weights.
 
@@ -15,6 +16,7 @@ its return (trainer set-up and the first step's one-off costs included, as a use
 
     python benchmarks/rl_step.py                      # after `make demo`: its warm start and simulator
     python benchmarks/rl_step.py --policy runs/demo/warmstart/model --simulator runs/demo/simulator/model
+    python benchmarks/rl_step.py --engines simulator --variants now --questions 16 -c engine.sim_batch_size=128
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from zerosearch.data.world import build_world, write_world
 from zerosearch.demo import _simulator
 from zerosearch.engines import EngineConfig, build_engine
 from zerosearch.settings import load_demo_settings
+from zerosearch.llm.decoding import use_bf16
 from zerosearch.llm.local import load_causal_lm
 from zerosearch.train import grpo
 from zerosearch.train.grpo import SearchRollout, train_policy
@@ -43,7 +46,8 @@ VARIANTS = ("before", "now", "lora")
 
 def _twin_as_before(self, model):
     """The sampling twin as it was built before the fix: a deep copy that keeps the instance-level forward."""
-    if not self.cfg.bf16 or next(model.parameters()).device.type != "cpu":
+    # without native bfloat16 the fallback to float32 (llm.decoding.use_bf16) applies to "before" too
+    if not use_bf16(self.cfg.bf16) or next(model.parameters()).device.type != "cpu":
         return model, self.cfg
     if self._twin is None:
         self._twin = copy.deepcopy(model).to(torch.bfloat16).eval()
@@ -76,15 +80,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--policy", default="runs/demo/warmstart/model", help="the warm-started policy to train")
     ap.add_argument("--simulator", default="runs/demo/simulator/model", help="the tuned simulator")
-    ap.add_argument("--config", default="demo-cpu", help="rollout / RL / curriculum settings (a file or a preset)")
+    ap.add_argument("--config", "-c", action="append", default=None,
+                    help="rollout / RL / curriculum settings: a file, a preset or key=value, repeatable "
+                         "(default: demo-cpu)")
     ap.add_argument("--steps", type=int, default=4, help="RL steps per variant")
     ap.add_argument("--questions", type=int, default=None, help="questions a step now (default: the config's)")
     ap.add_argument("--engines", default="bm25,simulator")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="which variants to run ('before' always runs)")
     args = ap.parse_args()
     for path in (args.policy, args.simulator):
         if not Path(path).exists():
             raise SystemExit(f"{path} does not exist: run `make demo` first, or pass --policy / --simulator")
-    run_cfg, demo = load_demo_settings([args.config])
+    run_cfg, demo = load_demo_settings(args.config or [], default="demo-cpu")
     per_step = args.questions or run_cfg.rl.questions_per_step
     world = build_world(seed=demo.world_seed, n_entities=demo.entities)
     tmp = Path(tempfile.mkdtemp(prefix="rl-step-"))
@@ -99,13 +106,14 @@ def main() -> None:
     for name in args.engines.split(","):
         engine = engines[name]()
         results = {}
-        for variant in VARIANTS:
+        variants = ["before", *(v for v in VARIANTS[1:] if v in args.variants.split(","))]
+        for variant in variants:
             r = run(variant, engine, args.policy, questions, tmp / f"{name}-{variant}", run_cfg, args.steps, per_step)
             results[variant] = r
             print(f"{name:9s} {variant:6s} {r['trajectories']:4d} trajectories in {r['seconds']:6.1f} s: "
                   f"{r['per_minute']:6.1f} trajectories/min (rollout {r['rollout']:.0f} s, of which search "
                   f"{r['search']:.0f} s; informative groups {r['informative']:.0%})", flush=True)
-        for variant in VARIANTS[1:]:
+        for variant in variants[1:]:
             ratio = results[variant]["per_minute"] / results["before"]["per_minute"]
             print(f"{name:9s} ratio ({variant} / before): {ratio:.2f}x trajectories per minute", flush=True)
         engine.close()

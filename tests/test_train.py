@@ -441,3 +441,53 @@ def test_repeat_penalty_lowers_the_reward_of_an_episode_that_searched_a_query_tw
     assert f1_reward(None, None, **{k: v for k, v in outs[0.25].items() if k.startswith("zs_")}) == [0.75, 1.0]
     with pytest.raises(ValueError, match="repeat_penalty"):
         RLConfig(repeat_penalty=1.5)
+
+
+def test_micro_batches_make_one_rollout_and_one_optimizer_step_with_the_gradient_of_one_pass(tiny_tokenizer, tmp_path):
+    """A step of 8 trajectories in micro-batches of at most 3 rows (4 passes of 2) is one rollout of all 8 and
+    one optimizer step whose gradient is the one of a single pass over the 8 rows."""
+    from transformers import TrainerCallback
+
+    from zerosearch.llm.tiny import build_tiny_model
+    from zerosearch.train.grpo import build_dataset, f1_reward, make_grpo_config, micro_batches
+    from zerosearch.train.trl_compat import search_grpo_trainer_class
+
+    assert [micro_batches(16, m) for m in (16, 8, 5, 1, 100)] == [1, 2, 4, 16, 1]
+    assert micro_batches(12, 16) == 1 and micro_batches(12, 5) == 3
+    with pytest.raises(ValueError, match="micro_batch_size"):
+        RLConfig(micro_batch_size=0)
+
+    class Rewarded(SearchRollout):
+        """Rewards that differ within every group, so that every row is in the update."""
+
+        def __call__(self, prompts, trainer):
+            self.sizes.append(len(prompts))
+            out = super().__call__(prompts, trainer)
+            self.last_rewards = out["zs_reward"] = [(i * 0.37) % 1.0 for i in range(len(prompts))]
+            return out
+
+    def step_gradient(micro):
+        torch.manual_seed(0)
+        model = build_tiny_model(tiny_tokenizer, seed=0)
+        qs = _questions(8)
+        rl = RLConfig(steps=1, questions_per_step=4, num_generations=2, micro_batch_size=micro, max_grad_norm=1e9)
+        fn = Rewarded(RecordingEngine(), RolloutConfig(max_turns=1, max_new_tokens=6, temperature=1.0), qs, None)
+        fn.sizes = []
+        grads = []
+
+        class Grab(TrainerCallback):
+            def on_pre_optimizer_step(self, args, state, control, **kw):
+                grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+
+        args = make_grpo_config(rl, tmp_path / str(micro), 1.0, 64)
+        assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == {8: (8, 1), 3: (2, 4)}[micro]
+        trainer = search_grpo_trainer_class()(
+            model=model, reward_funcs=[f1_reward], args=args, train_dataset=build_dataset(qs),
+            processing_class=tiny_tokenizer, rollout_func=fn, callbacks=[Grab()], skip_uninformative=True)
+        trainer.train()
+        assert fn.sizes == [8] and trainer.state.global_step == 1 and len(grads) == 1
+        return grads[0]
+
+    one, split = step_gradient(8), step_gradient(3)
+    assert one.abs().sum() > 0
+    torch.testing.assert_close(split, one, rtol=1e-3, atol=1e-6)

@@ -161,6 +161,11 @@ class RLConfig:
     # Leave rows with zero advantage (groups whose rewards are all equal) out of the update: the same
     # gradient for less work when beta = 0 (DAPO's dynamic sampling, without drawing replacement groups).
     skip_uninformative: bool = True
+    # At most this many trajectories in one forward/backward pass of the update: a step's trajectories are
+    # split into equal micro-batches whose gradients add up to one optimizer step (TRL's gradient accumulation),
+    # so a larger rollout batch, which decodes faster per trajectory, does not need memory for all of its
+    # rows at once (64 trajectories of ~600 tokens in one pass of SmolLM2-135M exhausted 24 GiB).
+    micro_batch_size: int = 16
     # Subtracted from the F1 reward of an episode that searched the same query twice (0 = the paper's reward).
     # With a forced final answer a repeated search costs nothing, and a small policy learns to repeat its
     # first query instead of searching the next hop (README, "The experiment").
@@ -175,8 +180,8 @@ class RLConfig:
         check_report_to(self.report_to)
         if self.num_generations < 2:
             raise ValueError("num_generations must be >= 2: group baselines need at least two rollouts")
-        if self.steps < 1 or self.questions_per_step < 1:
-            raise ValueError("steps and questions_per_step must be >= 1")
+        if self.steps < 1 or self.questions_per_step < 1 or self.micro_batch_size < 1:
+            raise ValueError("steps, questions_per_step and micro_batch_size must be >= 1")
         _check_warmup(self.warmup_ratio)
         _check_lora(self.lora_r, self.trainable_layers)
         if not 0.0 <= self.repeat_penalty <= 1.0:

@@ -243,18 +243,24 @@ def f1_reward(prompts, completions, zs_reward, zs_f1, zs_strict_em, zs_cover_em,
     return list(zs_reward)
 
 
+def micro_batches(batch: int, most: int) -> int:
+    """How many equal micro-batches of at most `most` rows a step of `batch` rows is split into."""
+    return next(k for k in range(1, batch + 1) if batch % k == 0 and batch // k <= most)
+
+
 def make_grpo_config(rl: RLConfig, out_dir: str | Path, temperature: float, max_completion_length: int):
     from trl import GRPOConfig
 
     preset = ALGORITHMS[rl.algorithm]
     batch = rl.questions_per_step * rl.num_generations
+    accumulate = micro_batches(batch, rl.micro_batch_size)  # one rollout, one optimizer step, several passes
     return GRPOConfig(
         output_dir=str(out_dir),
         use_cpu=not torch.cuda.is_available(),
         bf16=use_bf16(rl.bf16),
         max_steps=rl.steps,
-        per_device_train_batch_size=batch,
-        gradient_accumulation_steps=1,
+        per_device_train_batch_size=batch // accumulate,
+        gradient_accumulation_steps=accumulate,
         num_generations=rl.num_generations,
         learning_rate=rl.learning_rate,
         lr_scheduler_type="constant_with_warmup" if rl.warmup_ratio else "constant",

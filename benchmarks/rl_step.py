@@ -91,6 +91,10 @@ def main() -> None:
     for path in (args.policy, args.simulator):
         if not Path(path).exists():
             raise SystemExit(f"{path} does not exist: run `make demo` first, or pass --policy / --simulator")
+    asked = args.variants.split(",")
+    if unknown := set(asked) - set(VARIANTS):
+        raise SystemExit(f"unknown variant(s) {', '.join(sorted(unknown))}: choose from {', '.join(VARIANTS)}")
+    variants = ["before", *(v for v in VARIANTS[1:] if v in asked)]
     run_cfg, demo = load_demo_settings(args.config or [], default="demo-cpu")
     per_step = args.questions or run_cfg.rl.questions_per_step
     world = build_world(seed=demo.world_seed, n_entities=demo.entities)
@@ -106,7 +110,6 @@ def main() -> None:
     for name in args.engines.split(","):
         engine = engines[name]()
         results = {}
-        variants = ["before", *(v for v in VARIANTS[1:] if v in args.variants.split(","))]
         for variant in variants:
             r = run(variant, engine, args.policy, questions, tmp / f"{name}-{variant}", run_cfg, args.steps, per_step)
             results[variant] = r

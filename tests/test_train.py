@@ -443,6 +443,26 @@ def test_repeat_penalty_lowers_the_reward_of_an_episode_that_searched_a_query_tw
         RLConfig(repeat_penalty=1.5)
 
 
+def test_em_reward_pays_only_the_exact_answer_where_f1_pays_a_word_too_many_in_part(tiny_model, tiny_tokenizer):
+    from zerosearch.settings import run_config_from_dict
+
+    from .scripted import ScriptedLM
+
+    qs = _questions(2)
+    scripts = {"land0": ["<answer> paris </answer>"], "land1": ["<answer> paris city </answer>"]}
+    model = ScriptedLM(tiny_tokenizer, scripts)
+    prompts = [protocol.chat_prompt(q.question) for q in qs]
+    cfg = RolloutConfig(max_turns=2, max_new_tokens=16, temperature=0)
+    rewards = {r: SearchRollout(RecordingEngine(), cfg, qs, None, reward=r)(prompts, _Trainer(model, tiny_tokenizer, 0, 1))
+               for r in ("f1", "em")}
+    assert rewards["f1"]["zs_reward"] == [1.0, pytest.approx(2 / 3)]
+    assert rewards["em"]["zs_reward"] == [1.0, 0.0]
+    assert rewards["em"]["zs_f1"] == rewards["f1"]["zs_f1"]  # F1 is still logged
+    assert run_config_from_dict({"rl": {"reward": "em"}}).rl.reward == "em"
+    with pytest.raises(ValueError, match="unknown reward 'cover_em'; choose one of f1, em"):
+        RLConfig(reward="cover_em")
+
+
 def test_micro_batches_make_one_rollout_and_one_optimizer_step_with_the_gradient_of_one_pass(tiny_tokenizer, tmp_path):
     """A step of 8 trajectories in micro-batches of at most 3 rows (4 passes of 2) is one rollout of all 8 and
     one optimizer step whose gradient is the one of a single pass over the 8 rows."""

@@ -86,6 +86,9 @@ def test_repeat_penalty_counts_the_queries_the_policy_wrote_not_those_in_documen
     scored = compute_score("nq", twice, gt, repeat_penalty=0.5)
     assert scored["score"] == 0.5 and scored["f1"] == 1.0 and scored["repeated_query"] == 1.0
     assert compute_score("nq", once, gt, repeat_penalty=0.5)["score"] == 1.0
+    # Search-R1's reward: strict EM, the penalty on top
+    assert compute_score("nq", "<answer> Brel Tesk of Quorath </answer>", gt, reward="em")["score"] == 0.0
+    assert compute_score("nq", twice, gt, repeat_penalty=0.5, reward="em")["score"] == 0.5
 
 
 def test_gold_answers_accepts_search_r1_shapes_and_rejects_empty_ones():

@@ -84,10 +84,20 @@ def score_response(response: str, golds: Iterable[str]) -> Score:
     return score_answer(extract_answer(response), golds)
 
 
-def rl_reward(score: Score, repeated_queries: int, repeat_penalty: float = 0.0) -> float:
-    """The RL reward of an episode, in every trainer: token F1 of its answer, less `repeat_penalty` when it
-    wrote a query twice (0 = the paper's reward)."""
-    return score.f1 - repeat_penalty * (repeated_queries > 0)
+REWARDS = ("f1", "em")  # the paper's token F1; Search-R1's strict exact match
+
+
+def check_reward(reward: str) -> str:
+    if reward not in REWARDS:
+        raise ValueError(f"unknown reward {reward!r}; choose one of {', '.join(REWARDS)}")
+    return reward
+
+
+def rl_reward(score: Score, repeated_queries: int, repeat_penalty: float = 0.0, reward: str = "f1") -> float:
+    """The RL reward of an episode, in every trainer: token F1 of its answer (`reward="em"`: strict exact
+    match, as Search-R1), less `repeat_penalty` when it wrote a query twice (0 = the paper's reward)."""
+    base = score.strict_em if check_reward(reward) == "em" else score.f1
+    return base - repeat_penalty * (repeated_queries > 0)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import yaml
 
 from .curriculum import NoiseSchedule, parse_noise
+from .metrics import check_reward
 
 ENGINE_KINDS = ("bm25", "simulated", "remote", "serp")
 SIM_MAX_TOPK = 10  # documents one simulator generation writes; more is a client error, not an engine failure
@@ -170,6 +171,9 @@ class RLConfig:
     # With a forced final answer a repeated search costs nothing, and a small policy learns to repeat its
     # first query instead of searching the next hop (README, "The experiment").
     repeat_penalty: float = 0.0
+    # f1 (the paper: token F1 of the answer) or em (Search-R1: strict exact match, 0 for an answer with a word
+    # too many, which F1 still pays in part)
+    reward: str = "f1"
     # none, tensorboard (event files in OUT/tensorboard), wandb or trackio (project from WANDB_PROJECT /
     # TRACKIO_PROJECT); metrics.jsonl is written either way
     report_to: str = "none"
@@ -186,6 +190,7 @@ class RLConfig:
         _check_lora(self.lora_r, self.trainable_layers)
         if not 0.0 <= self.repeat_penalty <= 1.0:
             raise ValueError(f"repeat_penalty must be in [0, 1], not {self.repeat_penalty}")
+        check_reward(self.reward)
 
 
 @dataclass

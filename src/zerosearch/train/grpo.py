@@ -29,7 +29,7 @@ from ..engines.base import NOISY, USEFUL, SearchEngine
 from ..engines.ledger import SERPAPI_PRICE_PER_1000, SearchCost, metered
 from ..io import append_jsonl, atomic_write_text, read_jsonl, write_jsonl
 from ..llm.decoding import use_bf16
-from ..metrics import rl_reward, score_answer
+from ..metrics import check_reward, rl_reward, score_answer
 from ..settings import ALGORITHMS, RLConfig, RolloutConfig
 from .tracking import place_tensorboard_logs, tracker_args
 
@@ -102,9 +102,10 @@ class SearchRollout:
         log_path: str | Path | None = None,
         price_per_1000: float = SERPAPI_PRICE_PER_1000,
         repeat_penalty: float = 0.0,
+        reward: str = "f1",
     ) -> None:
         self.engine = metered(engine, price_per_1000)
-        self.repeat_penalty = repeat_penalty
+        self.repeat_penalty, self.reward = repeat_penalty, check_reward(reward)
         self.cfg = rollout_cfg
         self.schedule = schedule if not engine.real else None
         self.by_prompt = {protocol.instruction(ex.question): ex for ex in examples}
@@ -191,7 +192,7 @@ class SearchRollout:
             if was_training:
                 gen_model.train()
         scores = [score_answer(t.answer, ex.golden_answers) for t, ex in zip(trajs, examples)]
-        self.last_rewards = [rl_reward(s, t.repeated_searches, self.repeat_penalty) for t, s in zip(trajs, scores)]
+        self.last_rewards = [rl_reward(s, t.repeated_searches, self.repeat_penalty, self.reward) for t, s in zip(trajs, scores)]
         self.last = self.ledger.add(trajs)
         self.last["batch_trajectories"] = len(trajs)
         if getattr(trainer, "num_generations", None):
@@ -233,8 +234,8 @@ def informative_fraction(rewards: Sequence[float], group: int) -> float:
 
 def f1_reward(prompts, completions, zs_reward, zs_f1, zs_strict_em, zs_cover_em, log_metric=None,
               **kwargs) -> list[float]:
-    """Reward = token F1 of the policy's own answer (0 without an answer), less `rl.repeat_penalty` for an
-    episode that repeated a search; F1 and the EM variants are logged."""
+    """Reward = token F1 of the policy's own answer (`rl.reward: em`: strict EM; 0 without an answer), less
+    `rl.repeat_penalty` for an episode that repeated a search; F1 and the EM variants are logged."""
     if log_metric is not None:
         n = max(len(zs_f1), 1)
         log_metric("f1", sum(zs_f1) / n)
@@ -378,7 +379,7 @@ def train_policy(
         cost_before = cost_of_rows(kept, price_per_1000)
     rollout_fn = SearchRollout(engine, rollout_cfg, examples, curriculum, seed=rl.seed,
                                log_path=out / "rollouts.jsonl", price_per_1000=price_per_1000,
-                               repeat_penalty=rl.repeat_penalty)
+                               repeat_penalty=rl.repeat_penalty, reward=rl.reward)
     log = _MetricsLog(metrics_path, rollout_fn)
     max_len = (rollout_cfg.max_turns + 1) * (rollout_cfg.max_new_tokens + rollout_cfg.max_obs_tokens + 64)
     args = make_grpo_config(rl, ckpt_dir, rollout_cfg.temperature, max_len)

@@ -4,7 +4,8 @@ verl's reward managers call `compute_score(data_source=, solution_str=, ground_t
 the decoded response, observations included. The score is token F1 of the last <answer> the policy wrote
 (the paper's reward); strict EM and cover EM come along as logged extras under their own names.
 `reward.custom_reward_function.reward_kwargs.repeat_penalty=P` subtracts P from the score of a response
-that wrote the same query twice, as `rl.repeat_penalty` does in the TRL trainer (0 = the paper's reward).
+that wrote the same query twice, as `rl.repeat_penalty` does in the TRL trainer (0 = the paper's reward);
+`reward_kwargs.reward=em` scores strict exact match instead of F1, as `rl.reward: em` (Search-R1's reward).
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ def gold_answers(ground_truth: Any) -> list[str]:
 
 
 def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None,
-                  repeat_penalty: float = 0.0, **kwargs: Any) -> dict[str, float]:
-    """F1 as the score, less `repeat_penalty` for a repeated query; no answer scores 0 (never an exception).
-    Documents cannot supply the answer."""
+                  repeat_penalty: float = 0.0, reward: str = "f1", **kwargs: Any) -> dict[str, float]:
+    """F1 (`reward="em"`: strict EM) as the score, less `repeat_penalty` for a repeated query; no answer scores
+    0 (never an exception). Documents cannot supply the answer."""
     s = score_response(protocol.strip_observations(solution_str), gold_answers(ground_truth))
     repeated = protocol.repeated_queries(protocol.written_queries(solution_str))
-    return {"score": rl_reward(s, repeated, float(repeat_penalty)), "f1": s.f1, "strict_em": s.strict_em,
+    return {"score": rl_reward(s, repeated, float(repeat_penalty), reward), "f1": s.f1, "strict_em": s.strict_em,
             "cover_em": s.cover_em, "answered": float(s.answer is not None), "repeated_query": float(repeated > 0)}

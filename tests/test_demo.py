@@ -108,6 +108,17 @@ def test_quick_pipeline_writes_every_row_interval_check_and_figure(quick_run):
     assert (out / "learning.png").exists() and (out / "simulator-pretrain" / "model" / "config.json").exists()
 
 
+def test_the_table_says_which_arm_was_resumed_and_how_long_all_its_steps_took(quick_run):
+    from zerosearch.experiment import results_markdown
+
+    out, result = quick_run
+    assert result["resumed_arms"] == {}  # nothing was killed
+    assert "Resumed:" not in results_markdown(result)
+    resumed = {**result, "resumed_arms": {"RL, tuned simulator": {"from_step": 25, "step_seconds": 4321.4}}}
+    assert ("Resumed: RL, tuned simulator, from its checkpoint of step 25 (the stage time above is the last "
+            "attempt's; its steps took 4321 s in all)") in results_markdown(resumed)
+
+
 def test_quick_pipeline_run_again_reuses_every_stage_and_refuses_other_settings(quick_run, tmp_path):
     out, result = quick_run
     said = []

@@ -135,6 +135,10 @@ def test_run_killed_after_a_checkpoint_resumes_with_the_same_steps_and_noise_sch
     assert summary["steps"] == killable_training.STEPS
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]  # step 3 was run again, and logged once
+    # the time of a resumed run counts the steps it kept from the killed one
+    assert summary["resumed_from_step"] == 2
+    assert summary["step_seconds"] == pytest.approx(sum(r["seconds"] for r in rows), abs=0.1)
+    assert summary["step_seconds"] > sum(r["seconds"] for r in rows[2:]) > 0
     sched = NoiseSchedule(0.0, 0.5)
     assert [r["noise_p"] for r in rows] == pytest.approx([sched(s, 4) for s in range(4)])
     rollout_steps = [json.loads(x)["step"] for x in (run / "rollouts.jsonl").read_text().splitlines()]

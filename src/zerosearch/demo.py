@@ -292,6 +292,10 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Seque
               "hops": list(ds.hops), "quick": quick, "simulator_check": checks,
               "simulator_labels": collected["labels"], "collected_searches": collected["searches"],
               "search_price_per_1000": price,
+              # a resumed arm's stage time is its last attempt's; its steps' own times add up all attempts
+              "resumed_arms": {arm.label: {"from_step": summaries[arm.name].get("resumed_from_step", 0),
+                                           "step_seconds": summaries[arm.name].get("step_seconds")}
+                               for arm in ds.arms if summaries[arm.name].get("resumed_from_step")},
               "figure": str(figure) if figure else None}
     from .experiment import results_markdown
 

@@ -177,5 +177,8 @@ def results_markdown(result: dict[str, Any]) -> str:
                          f"{c['fidelity_title_overlap']:.1f} | {c['fidelity_text_f1']:.1f} |")
     if result.get("figure"):
         lines += ["", f"Learning curves: {Path(result['figure']).name}"]
-    lines += ["", "Stage times (s): " + ", ".join(f"{k} {v}" for k, v in result["stages_seconds"].items()), ""]
+    lines += ["", "Stage times (s): " + ", ".join(f"{k} {v}" for k, v in result["stages_seconds"].items())]
+    lines += [f"Resumed: {label}, from its checkpoint of step {r['from_step']} (the stage time above is the last "
+              f"attempt's; its steps took {r['step_seconds']:.0f} s in all)" for label, r in result.get("resumed_arms", {}).items()]
+    lines.append("")
     return "\n".join(lines)

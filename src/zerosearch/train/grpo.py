@@ -368,6 +368,7 @@ def train_policy(
             raise FileNotFoundError(f"--resume: no checkpoint in {ckpt_dir}")
     metrics_path = out / "metrics.jsonl"
     cost_before = SearchCost(price_per_1000=price_per_1000)  # of the steps a resumed run keeps
+    done = 0  # steps kept from an earlier run
     if not resume:
         metrics_path.unlink(missing_ok=True)
         (out / "rollouts.jsonl").unlink(missing_ok=True)
@@ -413,7 +414,10 @@ def train_policy(
         "policy": str(policy),
         "engine": engine.describe(),
         "steps": trainer.state.global_step,
-        "seconds": seconds,
+        "seconds": seconds,  # of this process
+        "resumed_from_step": done,
+        # every step's own time, those kept from before a resume included (no set-up or checkpoint saving)
+        "step_seconds": round(sum(r.get("seconds") or 0 for r in read_jsonl(metrics_path, skip_broken=True)), 1),
         "rollout": asdict(rollout_cfg),
         "rl": asdict(rl),
         "curriculum": asdict(curriculum) if not engine.real else None,

@@ -167,7 +167,7 @@ class RLConfig:
     # so a larger rollout batch, which decodes faster per trajectory, does not need memory for all of its
     # rows at once (64 trajectories of ~600 tokens in one pass of SmolLM2-135M exhausted 24 GiB).
     micro_batch_size: int = 16
-    # Subtracted from the F1 reward of an episode that searched the same query twice (0 = the paper's reward).
+    # Subtracted from the reward (F1 or EM) of an episode that searched the same query twice (0 = the paper's reward).
     # With a forced final answer a repeated search costs nothing, and a small policy learns to repeat its
     # first query instead of searching the next hop (README, "The experiment").
     repeat_penalty: float = 0.0

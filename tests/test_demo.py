@@ -129,3 +129,28 @@ def test_quick_pipeline_run_again_reuses_every_stage_and_refuses_other_settings(
     other.write_text("rl: {steps: 3}\n")
     with pytest.raises(ValueError, match="other settings"):
         run_demo(out, quick=True, config=other, say=lambda m: None)
+
+
+def test_what_a_stage_made_is_freed_when_it_ends(tmp_path):
+    """A trainer and its model refer to each other: only the cycle collector frees them, so the pipeline
+    collects after each stage instead of carrying one stage's model into the next."""
+    import gc
+    import weakref
+
+    class Model:
+        pass
+
+    made = []
+
+    def stage():
+        model = Model()
+        model.trainer = {"model": model}  # a cycle, as Trainer <-> model hooks
+        made.append(weakref.ref(model))
+        return {"ok": True}
+
+    gc.disable()  # no collection but the pipeline's own
+    try:
+        assert Stages(tmp_path, lambda m: None)("a", stage) == {"ok": True}
+        assert made[0]() is None
+    finally:
+        gc.enable()

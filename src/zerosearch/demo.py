@@ -16,6 +16,9 @@ test: its numbers mean nothing).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import json
 import shutil
 import time
@@ -31,6 +34,20 @@ from .settings import RunConfig, load_demo_settings
 def _slug(name: str) -> str:
     """A file or folder name for a stage, a method or a simulator."""
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+def release_memory() -> None:
+    """Hand a finished stage's memory back before the next one starts. A trainer and its model hold each other
+    (callbacks, hooks), so only the cycle collector frees them; and glibc keeps freed blocks below its mmap
+    threshold (up to 32 MB: most of a 135M model's tensors) in its heap unless trimmed. A pipeline process
+    that had pre-trained, tuned and warm-started held 10.3 GB when its first RL step began; one that resumed
+    at RL, 3.0 GB (RL then peaks at ~11 GB)."""
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc:
+        trim = getattr(ctypes.CDLL(libc), "malloc_trim", None)  # glibc only
+        if trim is not None:
+            trim(0)
 
 
 class Stages:
@@ -59,6 +76,7 @@ class Stages:
         t = time.perf_counter()
         result = fn()
         self.seconds[name] = round(time.perf_counter() - t, 1)
+        release_memory()
         atomic_write_text(path, json.dumps({"result": result, "seconds": self.seconds[name]}, indent=2))
         return result
 

@@ -304,7 +304,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Seque
     from .experiment import compare, plot_learning
 
     comparisons = compare(rows, ds)
-    figure = plot_learning(out, ds.arms, rows, comparisons)
+    figure = plot_learning(out, ds.arms, rows, comparisons, reward=run.rl.reward)
     result = {"rows": rows, "comparisons": comparisons, "stages_seconds": stage.seconds,
               "seconds": round(sum(stage.seconds.values()), 1), "eval_questions": len(eval_q),
               "hops": list(ds.hops), "quick": quick, "simulator_check": checks,

@@ -61,16 +61,19 @@ def _metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plot_learning(out: Path, arms, rows: Sequence[dict[str, Any]], comparisons: Sequence[dict[str, Any]]) -> Path | None:
+def plot_learning(out: Path, arms, rows: Sequence[dict[str, Any]], comparisons: Sequence[dict[str, Any]],
+                  reward: str = "f1") -> Path | None:
     """One figure, every arm: training reward (moving mean over 3 steps) and the simulator's noise probability
     against trajectories seen, and the held-out strict EM with the real engine before (the warm start) and
     after RL, with the 95% interval of the gain. Training reward under a noise curriculum falls as documents
-    get noisier; the held-out panel says what the policy learned."""
+    get noisier; the held-out panel says what the policy learned. `reward` names the training reward
+    (`rl.reward`) in the reward panel's title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    reward_name = {"f1": "token F1", "em": "strict EM"}[reward]
     curves = {a.name: _metrics(out / f"rl-{a.name}") for a in arms}
     if not any(curves.values()):
         return None
@@ -98,7 +101,7 @@ def plot_learning(out: Path, arms, rows: Sequence[dict[str, Any]], comparisons: 
             ax_e.plot([0, total], [warm, after], color=color, marker="o", label=a.label)
             ax_e.errorbar([total], [after], yerr=[[g["difference"] - g["low"]], [g["high"] - g["difference"]]],
                           color=color, capsize=4)
-    ax_r.set(title="training reward (token F1, mean of 3 steps)", xlabel="trajectories seen", ylabel="reward")
+    ax_r.set(title=f"training reward ({reward_name}, mean of 3 steps)", xlabel="trajectories seen", ylabel="reward")
     ax_p.set(title="noise probability of a simulated search", xlabel="trajectories seen", ylabel="p(noisy)")
     ax_p.set_ylim(-0.02, 1.0)
     ax_e.set(title="held-out strict EM with BM25 (95% CI of the gain)", xlabel="trajectories seen",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .engines.ledger import SearchCost
-from .metrics import paired_bootstrap
+from .metrics import REWARDS, paired_bootstrap
 
 
 def _per_question(row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -61,8 +61,8 @@ def _metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plot_learning(out: Path, arms, rows: Sequence[dict[str, Any]], comparisons: Sequence[dict[str, Any]],
-                  reward: str = "f1") -> Path | None:
+def plot_learning(out: Path, arms, rows: Sequence[dict[str, Any]], comparisons: Sequence[dict[str, Any]], *,
+                  reward: str) -> Path | None:
     """One figure, every arm: training reward (moving mean over 3 steps) and the simulator's noise probability
     against trajectories seen, and the held-out strict EM with the real engine before (the warm start) and
     after RL, with the 95% interval of the gain. Training reward under a noise curriculum falls as documents
@@ -73,7 +73,6 @@ def plot_learning(out: Path, arms, rows: Sequence[dict[str, Any]], comparisons: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    reward_name = {"f1": "token F1", "em": "strict EM"}[reward]
     curves = {a.name: _metrics(out / f"rl-{a.name}") for a in arms}
     if not any(curves.values()):
         return None
@@ -90,8 +89,9 @@ def plot_learning(out: Path, arms, rows: Sequence[dict[str, Any]], comparisons: 
         for r in rows_:
             total += r.get("batch_trajectories", 0)
             seen.append(total)
-        reward = [r.get("reward", float("nan")) for r in rows_]
-        smooth = [sum(reward[max(0, j - 2) : j + 1]) / len(reward[max(0, j - 2) : j + 1]) for j in range(len(reward))]
+        step_rewards = [r.get("reward", float("nan")) for r in rows_]
+        smooth = [sum(step_rewards[max(0, j - 2) : j + 1]) / len(step_rewards[max(0, j - 2) : j + 1])
+                  for j in range(len(step_rewards))]
         ax_r.plot(seen, smooth, color=color, label=a.label)
         if a.engine != "bm25":
             ax_p.plot(seen, [r.get("noise_p", 0.0) for r in rows_], color=color, label=a.label)
@@ -101,7 +101,7 @@ def plot_learning(out: Path, arms, rows: Sequence[dict[str, Any]], comparisons: 
             ax_e.plot([0, total], [warm, after], color=color, marker="o", label=a.label)
             ax_e.errorbar([total], [after], yerr=[[g["difference"] - g["low"]], [g["high"] - g["difference"]]],
                           color=color, capsize=4)
-    ax_r.set(title=f"training reward ({reward_name}, mean of 3 steps)", xlabel="trajectories seen", ylabel="reward")
+    ax_r.set(title=f"training reward ({REWARDS[reward]}, mean of 3 steps)", xlabel="trajectories seen", ylabel="reward")
     ax_p.set(title="noise probability of a simulated search", xlabel="trajectories seen", ylabel="p(noisy)")
     ax_p.set_ylim(-0.02, 1.0)
     ax_e.set(title="held-out strict EM with BM25 (95% CI of the gain)", xlabel="trajectories seen",

@@ -84,7 +84,7 @@ def score_response(response: str, golds: Iterable[str]) -> Score:
     return score_answer(extract_answer(response), golds)
 
 
-REWARDS = ("f1", "em")  # the paper's token F1; Search-R1's strict exact match
+REWARDS = {"f1": "token F1", "em": "strict EM"}  # the paper's reward; Search-R1's. Names for plots
 
 
 def check_reward(reward: str) -> str:

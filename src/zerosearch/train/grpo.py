@@ -428,5 +428,5 @@ def train_policy(
         "policy_dir": str(policy_dir),
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    plot_training(metrics_path, out)
+    plot_training(metrics_path, out, reward=rl.reward)
     return summary

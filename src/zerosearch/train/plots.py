@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..metrics import REWARDS
 
-def plot_training(metrics_path: str | Path, out_dir: str | Path) -> list[Path]:
+
+def plot_training(metrics_path: str | Path, out_dir: str | Path, *, reward: str) -> list[Path]:
+    """`reward` (`rl.reward`) names the training reward on the reward plot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -18,7 +21,7 @@ def plot_training(metrics_path: str | Path, out_dir: str | Path) -> list[Path]:
         return []
     steps = [r["step"] for r in rows]
     panels = [
-        ("reward", "reward (token F1)", "reward.png"),
+        ("reward", f"reward ({REWARDS[reward]})", "reward.png"),
         ("searches_per_question", "searches per question", "searches.png"),
         ("noise_p", "noise probability p(step)", "noise.png"),
     ]

@@ -7,7 +7,8 @@ closures, so it sampled from the fp32 model under autocast instead of its own bf
 "now" is `zerosearch train` today: the twin samples from its own packed bfloat16 weights, groups whose
 rewards are all equal are left out of the update (`rl.skip_uninformative`, the same gradient), and
 `--questions` questions a step (more trajectories share each decoding step; the update takes them in
-micro-batches of at most `rl.micro_batch_size` rows, one optimizer step).
+micro-batches of at most `rl.micro_batch_size` rows, one optimizer step), and, with
+`engine.sim_share_duplicates` (on in the demo preset), the identical searches of a turn written once.
 "lora" is "now" with LoRA adapters for the update (`-c rl.lora_r=16`, at 10x the learning rate): no weight
 gradients or optimizer state for the base weights; the twin samples from the merged weights.
 
@@ -64,6 +65,8 @@ def run(variant: str, engine, policy: str, questions, out: Path, run_cfg, steps:
                              skip_uninformative=not before, save_steps=0)
     if variant == "lora":
         rl = dataclasses.replace(rl, lora_r=16, learning_rate=10 * rl.learning_rate)
+    if hasattr(engine, "share_duplicates"):  # the simulator: "before" wrote every search on its own
+        engine.share_duplicates = run_cfg.engine.sim_share_duplicates and not before
     model, tok = load_causal_lm(policy)
     t0 = time.perf_counter()
     train_policy(policy, engine, questions, out, rollout_cfg=run_cfg.rollout, rl=rl, curriculum=run_cfg.curriculum,

@@ -168,3 +168,48 @@ def test_query_guard_tells_the_simulator_the_answer_only_for_a_query_about_the_q
     gen = EchoGenerator()
     SimulatedEngine(gen, topk=2, query_guard=False).search([SearchRequest("birthplace", q, ["Kelleth"], noise=USEFUL)])
     assert "Kelleth" in gen.prompts[0]  # ZeroSearch's behaviour
+
+
+class CountingGenerator(EchoGenerator):
+    """EchoGenerator whose rows differ (a counter in each reply) and report their tokens."""
+
+    enforces_bans = True
+
+    def _generate(self, prompts, options):
+        start = len(self.prompts)
+        gens = super()._generate(prompts, options)
+        return [Generation(f"{g.text} #{start + i}", n_tokens=7) for i, g in enumerate(gens)]
+
+
+def test_shared_duplicates_are_generated_once_and_get_the_same_documents():
+    from zerosearch.engines.ledger import SearchCost
+
+    q = "Where was Nimion Corviss born?"
+    reqs = [SearchRequest("Nimion Corviss", q, ["Kelleth"], noise=USEFUL),
+            SearchRequest("Nimion Corviss", q, ["Kelleth"], noise=USEFUL),  # the same search: shared
+            SearchRequest("Nimion Corviss", q, ["Kelleth"], noise=NOISY),  # another kind: its own
+            SearchRequest("Nimion Corviss", "Who is Nimion Corviss?", ["a weaver"], noise=USEFUL),  # another question
+            # the same prompt (no context: the query names no subject) but other answers to ban: its own
+            SearchRequest("birthplace", q, ["Kelleth"], noise=NOISY),
+            SearchRequest("birthplace", "Where was Ada Quill born?", ["Morrow"], noise=NOISY),
+            SearchRequest("Nimion Corviss", q, ["Kelleth"], noise=USEFUL)]  # shared, not adjacent
+    gen = CountingGenerator()
+    res = SimulatedEngine(gen, topk=2, share_duplicates=True).search(reqs)
+    assert len(gen.prompts) == 5 and gen.banned == [[], ["Kelleth"], [], ["Kelleth"], ["Morrow"]]
+    assert [r.meta["shared"] for r in res] == [False, True, False, False, False, False, True]
+    assert res[0].documents == res[1].documents == res[6].documents
+    assert len({r.meta["raw"] for r in res}) == 5 and all(r.documents for r in res)
+    assert [r.kind for r in res] == [USEFUL, USEFUL, NOISY, USEFUL, NOISY, NOISY, USEFUL]
+    ledger = SearchCost().record(res)
+    assert ledger.simulated_searches == 7 and ledger.simulated_tokens == 5 * 7  # each token counted once
+    # off (the default): every search is its own sample, as in ZeroSearch
+    gen = CountingGenerator()
+    res = SimulatedEngine(gen, topk=2).search(reqs)
+    assert len(gen.prompts) == 7 and res[0].documents != res[1].documents
+    assert not any(r.meta["shared"] for r in res)
+
+
+def test_a_failed_generation_fails_every_search_that_shares_it():
+    sim = SimulatedEngine(EchoGenerator(reply="FAIL"), topk=2, share_duplicates=True)
+    res = sim.search([SearchRequest("q", "Who?", ["Ann"], noise=USEFUL)] * 3)
+    assert [r.error for r in res] == ["server down"] * 3

@@ -82,6 +82,7 @@ class EngineConfig:
     sim_max_tokens: int | None = None
     sim_answer_guard: bool = True  # ban the gold answers from noisy documents (local backend)
     sim_query_guard: bool = True  # tell the simulator the question and answer only when the query names its subject
+    sim_share_duplicates: bool = False  # one generation for the identical searches of one call (False: each its own sample)
     noise: str | float = 0.0  # default P(noisy) (or a forced kind) when a request does not say
     device: str = "cpu"
     dtype: str = "float32"

@@ -37,6 +37,7 @@ def build_engine(cfg: EngineConfig, generator=None) -> SearchEngine:
         seed=cfg.seed,
         answer_guard=cfg.sim_answer_guard,
         query_guard=cfg.sim_query_guard,
+        share_duplicates=cfg.sim_share_duplicates,
     )
 
 

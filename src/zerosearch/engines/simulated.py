@@ -195,6 +195,7 @@ class SimulatedEngine(SearchEngine):
         seed: int = 0,
         answer_guard: bool = True,
         query_guard: bool = True,
+        share_duplicates: bool = False,
     ) -> None:
         if style not in ("sft", "prompt"):
             raise ValueError(f"simulator style must be 'sft' or 'prompt', not {style!r}")
@@ -211,6 +212,12 @@ class SimulatedEngine(SearchEngine):
         # The question and answer are given only for a query that names the question's subject (see
         # query_names_the_subject); ZeroSearch gives them for every query.
         self.query_guard = query_guard
+        # A real engine answers one query one way. With sharing, requests of one call that would send the
+        # simulator the same prompt (same query, kind, and question and answer when given) are written once
+        # and get the same documents; off, each is its own sample, as in ZeroSearch. In RL the rollouts of
+        # one question often search the same words in the same turn (39% of the simulated searches of the
+        # experiment's tuned-simulator arm), each of them decoded for nothing but a second sample.
+        self.share_duplicates = share_duplicates
         self._rng = random.Random(seed)
 
     @property
@@ -219,7 +226,8 @@ class SimulatedEngine(SearchEngine):
 
     def describe(self) -> dict:
         return {**super().describe(), "style": self.style, "backend": self.generator.name, "noise": self.noise,
-                "answer_guard": self.guarded, "query_guard": self.query_guard}
+                "answer_guard": self.guarded, "query_guard": self.query_guard,
+                "share_duplicates": self.share_duplicates}
 
     @property
     def guarded(self) -> bool:
@@ -265,22 +273,32 @@ class SimulatedEngine(SearchEngine):
         budget = self.decoding.budget(k)
         guard = self.guarded and NOISY in kinds
         banned = [list(r.golden_answers) if kind == NOISY else [] for r, kind in zip(requests, kinds)] if guard else None
+        firsts = list(range(len(prompts)))  # the request whose generation each request reads
+        if self.share_duplicates:
+            seen: dict = {}
+            for i, (p, b) in enumerate(zip(prompts, banned or [[]] * len(prompts))):
+                firsts[i] = seen.setdefault((p[0]["content"], tuple(b)), i)
+        todo = sorted(set(firsts))
         t0 = time.perf_counter()
         # The reply is cut at `Doc {k+1}` anyway: stopping there saves the documents nobody reads.
-        gens = self.generator.generate(prompts, max_new_tokens=budget, temperature=self.decoding.temperature,
-                                       stop=[f"Doc {k + 1}"], banned=banned)
+        gens = self.generator.generate([prompts[i] for i in todo], max_new_tokens=budget,
+                                       temperature=self.decoding.temperature, stop=[f"Doc {k + 1}"],
+                                       banned=[banned[i] for i in todo] if banned else None)
         per = (time.perf_counter() - t0) / len(requests)
+        gen_of = dict(zip(todo, gens))
         results = []
-        for req, kind, gen in zip(requests, kinds, gens):
+        for i, (req, kind) in enumerate(zip(requests, kinds)):
+            gen, shared = gen_of[firsts[i]], firsts[i] != i
             if not gen.ok:
                 results.append(SearchResult(req.query, [], self.name, False, kind=kind, error=gen.error, seconds=per))
                 continue
             parsed, repaired = parse_documents(gen.text, k)
             key = hashlib.sha1(f"{req.query}\x00{gen.text}".encode()).hexdigest()[:12]
-            docs = [Document(f"sim-{key}-{i}", t, x) for i, (t, x) in enumerate(parsed)]
+            docs = [Document(f"sim-{key}-{j}", t, x) for j, (t, x) in enumerate(parsed)]
+            # a shared result cost no tokens of its own: the ledger counts each token once
             results.append(
                 SearchResult(req.query, docs, self.name, False, kind=kind, repaired=repaired, seconds=per,
-                             meta={"raw": gen.text, "tokens": gen.n_tokens,
+                             meta={"raw": gen.text, "tokens": 0 if shared else gen.n_tokens, "shared": shared,
                                    "answer_guard": bool(guard and kind == NOISY)})
             )
         return results

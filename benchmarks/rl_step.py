@@ -8,7 +8,7 @@ closures, so it sampled from the fp32 model under autocast instead of its own bf
 rewards are all equal are left out of the update (`rl.skip_uninformative`, the same gradient), and
 `--questions` questions a step (more trajectories share each decoding step; the update takes them in
 micro-batches of at most `rl.micro_batch_size` rows, one optimizer step), and, with
-`engine.sim_share_duplicates` (on in the demo preset), the identical searches of a turn written once.
+`-c engine.sim_share_duplicates=true`, the identical searches of a turn written once.
 "lora" is "now" with LoRA adapters for the update (`-c rl.lora_r=16`, at 10x the learning rate): no weight
 gradients or optimizer state for the base weights; the twin samples from the merged weights.
 

@@ -27,6 +27,8 @@ def test_arm_and_pipeline_settings_are_checked(tmp_path):
         ArmSettings("a", engine="google")
     with pytest.raises(ValueError, match="must differ"):
         DemoSettings(arms=[ArmSettings("a"), ArmSettings("a", "bm25")])
+    with pytest.raises(ValueError, match="must differ"):
+        DemoSettings(arms=[ArmSettings("a"), ArmSettings("a-seed1", "bm25")], extra_seeds=[1])
     bad = tmp_path / "c.yaml"
     bad.write_text("demo:\n  arms:\n    - {name: x, engine: tuned, nois: 0.5}\n")
     with pytest.raises(ValueError, match=r"demo.arms\[0\].*nois"):
@@ -61,13 +63,22 @@ def quick_run(tmp_path_factory):
     return out, run_demo(out, quick=True, say=lambda m: None)
 
 
+def test_extra_seeds_repeat_every_arm_with_its_own_seed():
+    ds = DemoSettings(arms=[ArmSettings("sim", label="RL, sim"), ArmSettings("real", "bm25")], extra_seeds=[1, 2])
+    assert [(a.name, a.label, a.seed) for a in ds.all_arms()] == [
+        ("sim", "RL, sim", None), ("real", "RL, real", None), ("sim-seed1", "RL, sim, seed 1", 1),
+        ("real-seed1", "RL, real, seed 1", 1), ("sim-seed2", "RL, sim, seed 2", 2), ("real-seed2", "RL, real, seed 2", 2)]
+    assert [a.name for a in ds.arms] == ["sim", "real"]  # the settings as written
+
+
 def test_quick_pipeline_writes_every_row_interval_check_and_figure(quick_run):
     """The whole pipeline on tiny random models (its numbers mean nothing; its bookkeeping must hold)."""
     out, result = quick_run
     rows = {r["method"]: r for r in result["rows"]}
-    assert list(rows) == ["direct (no search)", "rag (one retrieval)", "warm start (tuned simulator)",
-                          "RL, tuned simulator", "RL, tuned simulator, constant noise 0.5",
-                          "RL, prompt-only simulator", "RL, real engine (BM25)"]
+    arms = ["RL, tuned simulator", "RL, tuned simulator, constant noise 0.5", "RL, prompt-only simulator",
+            "RL, real engine (BM25)"]
+    assert list(rows) == ["direct (no search)", "rag (one retrieval)", "warm start (tuned simulator)", *arms,
+                          *(f"{a}, seed 1" for a in arms)]  # the preset's extra seed
     assert all(r["n"] == result["eval_questions"] > 0 for r in rows.values())
     assert set(next(iter(rows.values()))["per_hops"]) == {"1", "2"}
 
@@ -83,6 +94,17 @@ def test_quick_pipeline_writes_every_row_interval_check_and_figure(quick_run):
         assert set(c) >= {"1", "2"}  # per hop too
     assert ("RL, tuned simulator", "RL, real engine (BM25)") in pairs
     assert ("RL, tuned simulator", "RL, tuned simulator, constant noise 0.5") in pairs
+    # an extra seed's arm is compared with the warm start and with the arms of its own seed only
+    assert {p for p in pairs if p[0].endswith("seed 1")} == {
+        *((f"{a}, seed 1", warm) for a in arms),
+        *((f"{a}, seed 1", "RL, real engine (BM25), seed 1") for a in arms[:3]),
+        ("RL, tuned simulator, seed 1", "RL, tuned simulator, constant noise 0.5, seed 1")}
+    assert not any(p[1].endswith("seed 1") and not p[0].endswith("seed 1") for p in pairs)
+    # ... and is a draw of its own from the same warm start and questions
+    def rollouts(arm):
+        return (out / f"rl-{arm}" / "rollouts.jsonl").read_text()
+
+    assert rollouts("tuned-simulator-seed1") != rollouts("tuned-simulator")
     assert rows["RL, tuned simulator"]["training_real_searches"] == 0  # the simulated pipeline trains offline
     assert set(result["simulator_check"]) == {"tuned", "tuned, no pre-training", "prompt"}
     assert result["simulator_check"]["tuned"]["useful_contains_bridge"]["n"] > 0

@@ -104,6 +104,17 @@ def test_noise_probability_is_drawn_per_call():
     assert {r.kind for r in sim.search([SearchRequest("q", "Q", ["a"], noise=0.0)] * 20)} == {USEFUL}
 
 
+def test_reseeding_restarts_the_noise_draws():
+    """An RL arm with a seed of its own (the pipeline's demo.extra_seeds) draws as a new engine of that seed."""
+    def kinds(engine):
+        return [r.kind for r in engine.search([SearchRequest("q", "Q", ["a"], noise=0.5) for _ in range(40)])]
+
+    used = SimulatedEngine(EchoGenerator(), topk=1, seed=0)
+    first = kinds(used)
+    used.reseed(1)
+    assert kinds(used) == kinds(SimulatedEngine(EchoGenerator(), topk=1, seed=1)) != first
+
+
 def test_prompt_style_noisy_prompt_omits_the_answer_and_failures_are_reported():
     gen = EchoGenerator()
     sim = SimulatedEngine(gen, style="prompt", topk=2)

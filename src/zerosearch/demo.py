@@ -3,7 +3,8 @@
 Build the world → (optionally) pre-train the simulator on the world's corpus → collect real (BM25)
 searches on training questions and tune the simulator on them → check the simulators → warm-start the
 policy with the tuned simulator → RL-train copies of the warm start, one per arm (tuned simulator with the
-noise curriculum, at constant noise, the prompt-only simulator, the real engine), same steps and seed →
+noise curriculum, at constant noise, the prompt-only simulator, the real engine), same steps and seed, and
+each again with every seed of `demo.extra_seeds` →
 evaluate every policy on held-out test questions WITH THE REAL ENGINE → one table with paired bootstrap
 intervals, and one learning-curve figure.
 
@@ -140,6 +141,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Seque
     from .simtune.pretrain import pretrain_simulator
     from .simtune.tune import tune_simulator
     from .settings import SFTConfig
+    from .engines.simulated import SimulatedEngine
     from .train.grpo import train_policy
     from .train.warmstart import warmstart
 
@@ -148,6 +150,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Seque
     run, ds = load_demo_settings(items, "demo-quick" if quick else default)
     price = run.engine.price_per_1000
     k = run.engine.topk
+    arms = ds.all_arms()
     settings = {"run": run.to_dict(), "demo": asdict(ds), "quick": quick}
     # The price changes no stage, only what the table says their searches cost: a folder can be priced again.
     settings["run"]["engine"].pop("price_per_1000")
@@ -208,7 +211,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Seque
         checked_sims["tuned, no pre-training"] = (
             stage("simulator tuning without pre-training", lambda: tune(base_model, out / "simulator-unpretrained"))[
                 "model_dir"], "sft")
-    if any(a.engine == "prompt" for a in ds.arms):
+    if any(a.engine == "prompt" for a in arms):
         checked_sims["prompt"] = (base_model, "prompt")
 
     engines: dict[str, Any] = {"bm25": real}
@@ -228,7 +231,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Seque
             result = check_simulator(engine(name), final + first, k=k)
             write_check(result, sim_dir / "check", _slug(name))
             reports[name] = result["report"]
-            if name != "tuned" and not any(a.engine == name for a in ds.arms):
+            if name != "tuned" and not any(a.engine == name for a in arms):
                 engines.pop(name).close()  # checked only: free its memory
         atomic_write_text(sim_dir / "check" / "report.md", report_markdown(reports))
         return reports
@@ -245,7 +248,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Seque
     ws = stage("warm start (tuned simulator)", warm)
 
     summaries = {}
-    for arm in ds.arms:
+    for arm in arms:
         def rl(arm=arm) -> dict[str, Any]:
             arm_dir = out / f"rl-{arm.name}"
             resume = stage.upstream_reused and any((arm_dir / "checkpoints").glob("checkpoint-*"))
@@ -254,8 +257,13 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Seque
             else:
                 shutil.rmtree(arm_dir / "checkpoints", ignore_errors=True)
             curriculum = run.curriculum if arm.noise is None else NoiseSchedule.constant(arm.noise)
+            rl_cfg, arm_engine = run.rl, engine(arm.engine)
+            if arm.seed is not None:  # a draw of its own: the policy's sampling and the simulator's noise draws
+                rl_cfg = replace(run.rl, seed=arm.seed)
+                if isinstance(arm_engine, SimulatedEngine):
+                    arm_engine.reseed(arm.seed)
             model, tok = load_causal_lm(ws["model_dir"])
-            return train_policy(ws["model_dir"], engine(arm.engine), rl_q, arm_dir, rollout_cfg=run.rollout, rl=run.rl,
+            return train_policy(ws["model_dir"], arm_engine, rl_q, arm_dir, rollout_cfg=run.rollout, rl=rl_cfg,
                                 curriculum=curriculum, resume=resume, model=model, tokenizer=tok, price_per_1000=price)
 
         summaries[arm.name] = stage(arm.label, rl)
@@ -278,7 +286,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Seque
     if ds.baselines:
         methods = [("direct (no search)", "direct", base_model, 0, 0, "direct", nothing),
                    ("rag (one retrieval)", "rag", base_model, 0, 0, "rag", nothing)] + methods
-    for arm in ds.arms:
+    for arm in arms:
         tuned = arm.engine == "tuned"
         methods.append((arm.label, "agent", summaries[arm.name]["policy_dir"], summaries[arm.name]["real_searches"],
                         built if tuned else 0, arm.name, spent(summaries[arm.name]) + (building if tuned else nothing)))
@@ -304,7 +312,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Seque
     from .experiment import compare, plot_learning
 
     comparisons = compare(rows, ds)
-    figure = plot_learning(out, ds.arms, rows, comparisons, reward=run.rl.reward)
+    figure = plot_learning(out, arms, rows, comparisons, reward=run.rl.reward)
     result = {"rows": rows, "comparisons": comparisons, "stages_seconds": stage.seconds,
               "seconds": round(sum(stage.seconds.values()), 1), "eval_questions": len(eval_q),
               "hops": list(ds.hops), "quick": quick, "simulator_check": checks,
@@ -313,7 +321,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Seque
               # a resumed arm's stage time is its last attempt's; its steps' own times add up all attempts
               "resumed_arms": {arm.label: {"from_step": summaries[arm.name].get("resumed_from_step", 0),
                                            "step_seconds": summaries[arm.name].get("step_seconds")}
-                               for arm in ds.arms if summaries[arm.name].get("resumed_from_step")},
+                               for arm in arms if summaries[arm.name].get("resumed_from_step")},
               "figure": str(figure) if figure else None}
     from .experiment import results_markdown
 

@@ -35,16 +35,18 @@ def _pair(after: dict[str, Any], before: dict[str, Any], resamples: int) -> dict
 
 def compare(rows: Sequence[dict[str, Any]], settings) -> list[dict[str, Any]]:
     """Paired strict-EM differences with 95% bootstrap intervals: each RL arm vs the warm start, each
-    simulated arm vs the real-engine arm, each constant-noise arm vs the curriculum arm of its simulator."""
+    simulated arm vs the real-engine arm of its seed, each constant-noise arm vs the curriculum arm of its
+    simulator and seed."""
     by_key = {r["key"]: r for r in rows}
     n = settings.bootstrap_resamples
-    arms = settings.arms
+    arms = settings.all_arms()
     out = [_pair(by_key[a.name], by_key["warm"], n) for a in arms]
-    real = next((a for a in arms if a.engine == "bm25"), None)
-    if real is not None:
-        out += [_pair(by_key[a.name], by_key[real.name], n) for a in arms if a.engine != "bm25"]
     for a in arms:
-        curriculum = next((c for c in arms if c.engine == a.engine and c.noise is None), None)
+        real = next((c for c in arms if c.engine == "bm25" and c.seed == a.seed), None)
+        if a.engine != "bm25" and real is not None:
+            out.append(_pair(by_key[a.name], by_key[real.name], n))
+    for a in arms:
+        curriculum = next((c for c in arms if c.engine == a.engine and c.noise is None and c.seed == a.seed), None)
         if a.noise is not None and curriculum is not None:
             out.append(_pair(by_key[curriculum.name], by_key[a.name], n))
     return out
@@ -92,13 +94,14 @@ def plot_learning(out: Path, arms, rows: Sequence[dict[str, Any]], comparisons: 
         step_rewards = [r.get("reward", float("nan")) for r in rows_]
         smooth = [sum(step_rewards[max(0, j - 2) : j + 1]) / len(step_rewards[max(0, j - 2) : j + 1])
                   for j in range(len(step_rewards))]
-        ax_r.plot(seen, smooth, color=color, label=a.label)
+        style = "--" if a.seed is not None else "-"  # an extra seed's arm
+        ax_r.plot(seen, smooth, color=color, linestyle=style, label=a.label)
         if a.engine != "bm25":
-            ax_p.plot(seen, [r.get("noise_p", 0.0) for r in rows_], color=color, label=a.label)
+            ax_p.plot(seen, [r.get("noise_p", 0.0) for r in rows_], color=color, linestyle=style, label=a.label)
         g = gains.get(a.label)
         if g is not None:
             after = by_key[a.name]["strict_em"]
-            ax_e.plot([0, total], [warm, after], color=color, marker="o", label=a.label)
+            ax_e.plot([0, total], [warm, after], color=color, linestyle=style, marker="o", label=a.label)
             ax_e.errorbar([total], [after], yerr=[[g["difference"] - g["low"]], [g["high"] - g["difference"]]],
                           color=color, capsize=4)
     ax_r.set(title=f"training reward ({REWARDS[reward]}, mean of 3 steps)", xlabel="trajectories seen", ylabel="reward")

@@ -8,7 +8,7 @@ it. Every command reads the same `RunConfig` through the same option (`--config/
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
@@ -307,6 +307,8 @@ class ArmSettings:
     label: str = ""
     # A constant noise probability instead of the run's curriculum (the paper's "random" ablation used 0.5).
     noise: float | None = None
+    # The arm's own RL seed (rl.seed, and the seed of the simulator's noise draws); None: the run's rl.seed
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.engine not in ARM_ENGINES:
@@ -350,17 +352,26 @@ class DemoSettings:
     simtune_trainable_layers: int = 15  # only the top n decoder blocks of the simulator are tuned (CPU speed)
     simtune_check_queries: int = 30  # held-out searches checked per kind (final hops; first hops of two-hop questions)
     arms: list[ArmSettings] = field(default_factory=_default_arms)
+    # Every arm again with each of these RL seeds (arms `<name>-seed<s>`): a second draw of RL from the same
+    # warm start, simulator and questions. Comparisons pair arms of one seed.
+    extra_seeds: list[int] = field(default_factory=list)
     bootstrap_resamples: int = 5000
 
     def __post_init__(self) -> None:
         self.hops = tuple(self.hops)
         self.arms = [a if isinstance(a, ArmSettings) else build_section(ArmSettings, a, f"demo.arms[{i}]")
                      for i, a in enumerate(self.arms)]
-        names = [a.name for a in self.arms]
+        self.extra_seeds = list(self.extra_seeds)
+        names = [a.name for a in self.all_arms()]
         if len(set(names)) != len(names):
-            raise ValueError(f"arm names must differ: {names}")
+            raise ValueError(f"arm names must differ (extra seeds included): {names}")
         if not set(self.hops) <= {1, 2}:
             raise ValueError(f"hops must be 1 and/or 2, not {list(self.hops)}")
+
+    def all_arms(self) -> list[ArmSettings]:
+        """The arms, then each of them again with every extra seed."""
+        return self.arms + [replace(a, name=f"{a.name}-seed{s}", label=f"{a.label}, seed {s}", seed=s)
+                            for s in self.extra_seeds for a in self.arms]
 
 
 # ------------------------------------------------------------------------------- reading the settings

@@ -220,6 +220,10 @@ class SimulatedEngine(SearchEngine):
         self.share_duplicates = share_duplicates
         self._rng = random.Random(seed)
 
+    def reseed(self, seed: int) -> None:
+        """Restart the draws of useful or noisy (one RL run's own draw from a shared engine)."""
+        self._rng = random.Random(seed)
+
     @property
     def thread_safe(self) -> bool:  # type: ignore[override]
         return self.generator.thread_safe

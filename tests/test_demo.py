@@ -71,6 +71,33 @@ def test_extra_seeds_repeat_every_arm_with_its_own_seed():
     assert [a.name for a in ds.arms] == ["sim", "real"]  # the settings as written
 
 
+def test_seeds_are_compared_one_by_one_then_on_their_mean(tmp_path):
+    from zerosearch.experiment import compare
+
+    def row(key, method, right):  # an evaluation of 4 questions (two of each kind), `right` the ones answered
+        d = tmp_path / key
+        d.mkdir()
+        d.joinpath("predictions.jsonl").write_text("".join(
+            json.dumps({"id": q, "hops": 1 + (q >= 2), "strict_em": float(q in right)}) + "\n" for q in range(4)))
+        return {"key": key, "method": method, "eval_dir": str(d)}
+
+    rows = [row("warm", "warm", set()), row("sim", "sim", {0, 1, 2, 3}), row("sim-seed1", "sim, seed 1", {0}),
+            row("real", "real", {0, 1}), row("real-seed1", "real, seed 1", {0, 2})]
+    ds = DemoSettings(arms=[ArmSettings("sim", label="sim"), ArmSettings("real", "bm25", label="real")],
+                      extra_seeds=[1], bootstrap_resamples=200)
+    c = {(x["after"], x["before"]): x for x in compare(rows, ds)}
+    assert list(c) == [("sim", "warm"), ("sim, seed 1", "warm"), ("sim, mean of 2 seeds", "warm"),
+                       ("real", "warm"), ("real, seed 1", "warm"), ("real, mean of 2 seeds", "warm"),
+                       ("sim", "real"), ("sim, seed 1", "real, seed 1"),
+                       ("sim, mean of 2 seeds", "real, mean of 2 seeds")]
+    pooled = c[("sim, mean of 2 seeds", "warm")]
+    assert pooled["all"]["difference"] == pytest.approx(100 * (4 + 1) / 8)  # each question: the mean of its seeds
+    assert (pooled["all"]["gained"], pooled["all"]["lost"]) == (4, 0)
+    assert pooled["1"]["difference"] == pytest.approx(75) and pooled["2"]["difference"] == pytest.approx(50)
+    vs_real = c[("sim, mean of 2 seeds", "real, mean of 2 seeds")]["all"]
+    assert vs_real["difference"] == pytest.approx(100 * (5 - 4) / 8) and (vs_real["gained"], vs_real["lost"]) == (1, 0)
+
+
 def test_quick_pipeline_writes_every_row_interval_check_and_figure(quick_run):
     """The whole pipeline on tiny random models (its numbers mean nothing; its bookkeeping must hold)."""
     out, result = quick_run
@@ -100,6 +127,10 @@ def test_quick_pipeline_writes_every_row_interval_check_and_figure(quick_run):
         *((f"{a}, seed 1", "RL, real engine (BM25), seed 1") for a in arms[:3]),
         ("RL, tuned simulator, seed 1", "RL, tuned simulator, constant noise 0.5, seed 1")}
     assert not any(p[1].endswith("seed 1") and not p[0].endswith("seed 1") for p in pairs)
+    # ... and each comparison once more on the mean over the seeds
+    assert {("RL, tuned simulator, mean of 2 seeds", warm),
+            ("RL, tuned simulator, mean of 2 seeds", "RL, real engine (BM25), mean of 2 seeds"),
+            ("RL, tuned simulator, mean of 2 seeds", "RL, tuned simulator, constant noise 0.5, mean of 2 seeds")} <= set(pairs)
     # ... and is a draw of its own from the same warm start and questions
     def rollouts(arm):
         return (out / f"rl-{arm}" / "rollouts.jsonl").read_text()

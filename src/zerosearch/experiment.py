@@ -21,34 +21,47 @@ def _per_question(row: dict[str, Any]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _pair(after: dict[str, Any], before: dict[str, Any], resamples: int) -> dict[str, Any]:
-    a, b = _per_question(after), _per_question(before)
-    hops = sorted({str(p["hops"]) for p in a if p.get("hops") is not None})
-    parts = {"all": ({p["id"]: p["strict_em"] for p in a}, {p["id"]: p["strict_em"] for p in b})}
-    if len(hops) > 1:
-        for h in hops:
-            parts[h] = ({p["id"]: p["strict_em"] for p in a if str(p["hops"]) == h},
-                        {p["id"]: p["strict_em"] for p in b if str(p["hops"]) == h})
-    return {"after": after["method"], "before": before["method"],
-            **{name: asdict(paired_bootstrap(y, x, resamples=resamples)) for name, (x, y) in parts.items()}}
+def _pair(after: Sequence[dict[str, Any]], before: Sequence[dict[str, Any]], resamples: int) -> dict[str, Any]:
+    """`after` − `before`, overall and per number of hops. Each side is the evaluation rows of one arm's seeds
+    (one row: one run); with several, a question's score is its strict EM averaged over them."""
+    hops = sorted({str(p["hops"]) for p in _per_question(after[0]) if p.get("hops") is not None})
+
+    def scores(side: Sequence[dict[str, Any]], hop: str | None) -> dict[str, float]:
+        runs = [{p["id"]: p["strict_em"] for p in _per_question(r) if hop is None or str(p["hops"]) == hop}
+                for r in side]
+        return {q: sum(run[q] for run in runs) / len(runs) for q in runs[0]}
+
+    def name(side: Sequence[dict[str, Any]]) -> str:
+        return side[0]["method"] + (f", mean of {len(side)} seeds" if len(side) > 1 else "")
+
+    parts = {"all": None, **({h: h for h in hops} if len(hops) > 1 else {})}
+    return {"after": name(after), "before": name(before),
+            **{part: asdict(paired_bootstrap(scores(before, h), scores(after, h), resamples=resamples))
+               for part, h in parts.items()}}
 
 
 def compare(rows: Sequence[dict[str, Any]], settings) -> list[dict[str, Any]]:
     """Paired strict-EM differences with 95% bootstrap intervals: each RL arm vs the warm start, each
-    simulated arm vs the real-engine arm of its seed, each constant-noise arm vs the curriculum arm of its
-    simulator and seed."""
+    simulated arm vs the real-engine arm, each constant-noise arm vs the curriculum arm of its simulator.
+    With extra seeds, each comparison is made within every seed, then on the mean over the seeds."""
     by_key = {r["key"]: r for r in rows}
-    n = settings.bootstrap_resamples
-    arms = settings.all_arms()
-    out = [_pair(by_key[a.name], by_key["warm"], n) for a in arms]
+    arms = settings.arms
+    real = next((a for a in arms if a.engine == "bm25"), None)
+    pairs = [(a, None) for a in arms]  # None: the warm start
+    pairs += [(a, real) for a in arms if real is not None and a.engine != "bm25"]
     for a in arms:
-        real = next((c for c in arms if c.engine == "bm25" and c.seed == a.seed), None)
-        if a.engine != "bm25" and real is not None:
-            out.append(_pair(by_key[a.name], by_key[real.name], n))
-    for a in arms:
-        curriculum = next((c for c in arms if c.engine == a.engine and c.noise is None and c.seed == a.seed), None)
+        curriculum = next((c for c in arms if c.engine == a.engine and c.noise is None), None)
         if a.noise is not None and curriculum is not None:
-            out.append(_pair(by_key[curriculum.name], by_key[a.name], n))
+            pairs.append((curriculum, a))
+    seeds = [None, *settings.extra_seeds]
+
+    def runs(arm, seed_list) -> list[dict[str, Any]]:
+        return [by_key["warm"]] if arm is None else [by_key[settings.seeded(arm, s).name] for s in seed_list]
+
+    out = []
+    for after, before in pairs:
+        groups = [[s] for s in seeds] + ([seeds] if len(seeds) > 1 else [])
+        out += [_pair(runs(after, g), runs(before, g), settings.bootstrap_resamples) for g in groups]
     return out
 
 

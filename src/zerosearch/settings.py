@@ -353,7 +353,7 @@ class DemoSettings:
     simtune_check_queries: int = 30  # held-out searches checked per kind (final hops; first hops of two-hop questions)
     arms: list[ArmSettings] = field(default_factory=_default_arms)
     # Every arm again with each of these RL seeds (arms `<name>-seed<s>`): a second draw of RL from the same
-    # warm start, simulator and questions. Comparisons pair arms of one seed.
+    # warm start, simulator and questions. Arms are compared within each seed, then on the mean over seeds.
     extra_seeds: list[int] = field(default_factory=list)
     bootstrap_resamples: int = 5000
 
@@ -370,8 +370,13 @@ class DemoSettings:
 
     def all_arms(self) -> list[ArmSettings]:
         """The arms, then each of them again with every extra seed."""
-        return self.arms + [replace(a, name=f"{a.name}-seed{s}", label=f"{a.label}, seed {s}", seed=s)
-                            for s in self.extra_seeds for a in self.arms]
+        return self.arms + [self.seeded(a, s) for s in self.extra_seeds for a in self.arms]
+
+    @staticmethod
+    def seeded(arm: ArmSettings, seed: int | None) -> ArmSettings:
+        """`arm` as run with an extra seed (None: the arm as written)."""
+        return arm if seed is None else replace(arm, name=f"{arm.name}-seed{seed}", label=f"{arm.label}, seed {seed}",
+                                                seed=seed)
 
 
 # ------------------------------------------------------------------------------- reading the settings

@@ -24,11 +24,12 @@ def _per_question(row: dict[str, Any]) -> list[dict[str, Any]]:
 def _pair(after: Sequence[dict[str, Any]], before: Sequence[dict[str, Any]], resamples: int) -> dict[str, Any]:
     """`after` − `before`, overall and per number of hops. Each side is the evaluation rows of one arm's seeds
     (one row: one run); with several, a question's score is its strict EM averaged over them."""
-    hops = sorted({str(p["hops"]) for p in _per_question(after[0]) if p.get("hops") is not None})
+    after_preds, before_preds = [_per_question(r) for r in after], [_per_question(r) for r in before]
+    hops = sorted({str(p["hops"]) for p in after_preds[0] if p.get("hops") is not None})
 
-    def scores(side: Sequence[dict[str, Any]], hop: str | None) -> dict[str, float]:
-        runs = [{p["id"]: p["strict_em"] for p in _per_question(r) if hop is None or str(p["hops"]) == hop}
-                for r in side]
+    def scores(side_preds: Sequence[list[dict[str, Any]]], hop: str | None) -> dict[str, float]:
+        runs = [{p["id"]: p["strict_em"] for p in preds if hop is None or str(p["hops"]) == hop}
+                for preds in side_preds]
         return {q: sum(run[q] for run in runs) / len(runs) for q in runs[0]}
 
     def name(side: Sequence[dict[str, Any]]) -> str:
@@ -36,7 +37,7 @@ def _pair(after: Sequence[dict[str, Any]], before: Sequence[dict[str, Any]], res
 
     parts = {"all": None, **({h: h for h in hops} if len(hops) > 1 else {})}
     return {"after": name(after), "before": name(before),
-            **{part: asdict(paired_bootstrap(scores(before, h), scores(after, h), resamples=resamples))
+            **{part: asdict(paired_bootstrap(scores(before_preds, h), scores(after_preds, h), resamples=resamples))
                for part, h in parts.items()}}
 
 
@@ -58,11 +59,9 @@ def compare(rows: Sequence[dict[str, Any]], settings) -> list[dict[str, Any]]:
     def runs(arm, seed_list) -> list[dict[str, Any]]:
         return [by_key["warm"]] if arm is None else [by_key[settings.seeded(arm, s).name] for s in seed_list]
 
-    out = []
-    for after, before in pairs:
-        groups = [[s] for s in seeds] + ([seeds] if len(seeds) > 1 else [])
-        out += [_pair(runs(after, g), runs(before, g), settings.bootstrap_resamples) for g in groups]
-    return out
+    groups = [[s] for s in seeds] + ([seeds] if len(seeds) > 1 else [])  # each seed, then their mean
+    return [_pair(runs(after, g), runs(before, g), settings.bootstrap_resamples)
+            for after, before in pairs for g in groups]
 
 
 def _interval(d: dict[str, Any]) -> str:

@@ -218,7 +218,7 @@ class SimulatedEngine(SearchEngine):
         # one question often search the same words in the same turn (39% of the simulated searches of the
         # experiment's tuned-simulator arm), each of them decoded for nothing but a second sample.
         self.share_duplicates = share_duplicates
-        self._rng = random.Random(seed)
+        self.reseed(seed)
 
     def reseed(self, seed: int) -> None:
         """Restart the draws of useful or noisy (one RL run's own draw from a shared engine)."""

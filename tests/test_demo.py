@@ -207,3 +207,51 @@ def test_what_a_stage_made_is_freed_when_it_ends(tmp_path):
         assert made[0]() is None
     finally:
         gc.enable()
+
+
+def test_a_finished_run_takes_another_seed_without_redoing_the_rest(quick_run, tmp_path):
+    import shutil
+
+    out, result = quick_run
+    more = tmp_path / "more"
+    shutil.copytree(out, more)
+    said = []
+    again = run_demo(more, quick=True, config=["demo-quick", "demo.extra_seeds=[1, 2]"], say=said.append)
+    assert any("now with extra seeds [2]" in m for m in said)
+    redone = [m.split("] ", 1)[1][:-1] for m in said if m.endswith("…")]
+    assert all(m.endswith("seed 2") or m.startswith("evaluate: ") for m in redone)
+    assert any(m.endswith("seed 2") for m in redone)
+    methods = [r["method"] for r in again["rows"]]
+    assert methods[: len(result["rows"])] == [r["method"] for r in result["rows"]]
+    assert any(m.endswith("seed 2") for m in methods)
+    # what the earlier seeds' arms learned is read back, not trained again: their evaluations agree
+    for before, now in zip(result["rows"], again["rows"]):
+        assert now["strict_em"] == before["strict_em"]
+
+
+def test_a_run_folder_refuses_other_settings_but_not_settings_added_since_at_their_default(tmp_path):
+    from zerosearch.demo import _prepare_folder
+
+    run, ds = load_demo_settings(["demo-quick"])
+    from dataclasses import asdict
+
+    def settings(run=run, ds=ds):
+        s = {"run": run.to_dict(), "demo": asdict(ds), "quick": True}
+        s["run"]["engine"].pop("price_per_1000")
+        return s
+
+    _prepare_folder(tmp_path, settings(), False, print)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["run"]["engine"]["sim_share_duplicates"]  # as a folder made before that setting existed
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    _prepare_folder(tmp_path, settings(), False, print)
+    _, fewer = load_demo_settings(["demo-quick", "demo.extra_seeds=[]"])
+    with pytest.raises(ValueError, match="other settings"):
+        _prepare_folder(tmp_path, settings(ds=fewer), False, print)
+    other, _ = load_demo_settings(["demo-quick", "rl.learning_rate=0.1"])
+    with pytest.raises(ValueError, match="other settings"):
+        _prepare_folder(tmp_path, settings(run=other), False, print)
+    saved["run"]["engine"]["a_setting_of_another_version"] = 1
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="other settings"):
+        _prepare_folder(tmp_path, settings(), False, print)

@@ -98,8 +98,11 @@ def _simulator(model_path: str, style: str, run: RunConfig):
     return build_engine(cfg, build_generator(cfg, dtype="bfloat16"))
 
 
-def _prepare_folder(out: Path, settings: dict[str, Any], fresh: bool) -> None:
-    """A run folder belongs to one set of settings: resuming with others would mix two runs in one table."""
+def _prepare_folder(out: Path, settings: dict[str, Any], fresh: bool, say: Callable[[str], None]) -> None:
+    """A run folder belongs to one set of settings: resuming with others would mix two runs in one table. Two
+    changes are not others: a setting added to zerosearch since the folder was made, at its default (the
+    folder's stages ran as that default does), and seeds appended to `demo.extra_seeds` (their arms run after
+    every finished one, so a finished run takes another seed without redoing the rest)."""
     saved = out / "config.json"
     settings = json.loads(json.dumps(settings))  # as it reads back (tuples become lists)
     if fresh and out.exists():
@@ -107,10 +110,42 @@ def _prepare_folder(out: Path, settings: dict[str, Any], fresh: bool) -> None:
             raise ValueError(f"{out} is not a run folder of this pipeline (no config.json); not deleting it")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    if saved.exists() and json.loads(saved.read_text()) != settings:
-        raise ValueError(f"{out} holds a run with other settings ({saved}); pass --fresh to start it over, "
-                         "or choose another --out")
+    if saved.exists():
+        added = _added_seeds(_as_read_now(json.loads(saved.read_text())), settings)
+        if added is None:
+            raise ValueError(f"{out} holds a run with other settings ({saved}); pass --fresh to start it over, "
+                             "or choose another --out")
+        if added:
+            say(f"{out}: a run of these settings, now with extra seeds {added}: their arms run after the finished "
+                "ones, then every evaluation again")
     atomic_write_text(saved, json.dumps(settings, indent=2))
+
+
+def _added_seeds(before: dict[str, Any] | None, now: dict[str, Any]) -> list[int] | None:
+    """The seeds `now` appends to `before`'s demo.extra_seeds ([] for the same settings); None when the two
+    differ otherwise."""
+    if before is None:
+        return None
+    old, new = before["demo"]["extra_seeds"], now["demo"]["extra_seeds"]
+
+    def rest(s: dict[str, Any]) -> dict[str, Any]:
+        return {**s, "demo": {**s["demo"], "extra_seeds": None}}
+
+    return new[len(old):] if rest(before) == rest(now) and new[: len(old)] == old else None
+
+
+def _as_read_now(settings: dict[str, Any]) -> dict[str, Any] | None:
+    """A folder's saved settings as this version of zerosearch reads them (settings added since take their
+    defaults); None when this version does not know one of them."""
+    from .settings import DemoSettings, build_section, run_config_from_dict
+
+    try:
+        run = run_config_from_dict(settings["run"]).to_dict()
+        demo = asdict(build_section(DemoSettings, settings["demo"], "demo"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    run["engine"].pop("price_per_1000")
+    return json.loads(json.dumps({"run": run, "demo": demo, "quick": settings.get("quick")}))
 
 
 def split_rl_questions(questions: Sequence[QAExample], n: int, *, balance_hops: bool = False
@@ -154,7 +189,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Seque
     settings = {"run": run.to_dict(), "demo": asdict(ds), "quick": quick}
     # The price changes no stage, only what the table says their searches cost: a folder can be priced again.
     settings["run"]["engine"].pop("price_per_1000")
-    _prepare_folder(out, settings, fresh)
+    _prepare_folder(out, settings, fresh, say)
     stage = Stages(out, say)
 
     world = build_world(seed=ds.world_seed, n_entities=ds.entities)

@@ -230,15 +230,12 @@ def test_a_finished_run_takes_another_seed_without_redoing_the_rest(quick_run, t
 
 
 def test_a_run_folder_refuses_other_settings_but_not_settings_added_since_at_their_default(tmp_path):
-    from zerosearch.demo import _prepare_folder
+    from zerosearch.demo import _folder_settings, _prepare_folder
 
     run, ds = load_demo_settings(["demo-quick"])
-    from dataclasses import asdict
 
     def settings(run=run, ds=ds):
-        s = {"run": run.to_dict(), "demo": asdict(ds), "quick": True}
-        s["run"]["engine"].pop("price_per_1000")
-        return s
+        return _folder_settings(run, ds, True)
 
     _prepare_folder(tmp_path, settings(), False, print)
     saved = json.loads((tmp_path / "config.json").read_text())

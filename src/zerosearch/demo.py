@@ -140,12 +140,18 @@ def _as_read_now(settings: dict[str, Any]) -> dict[str, Any] | None:
     from .settings import DemoSettings, build_section, run_config_from_dict
 
     try:
-        run = run_config_from_dict(settings["run"]).to_dict()
-        demo = asdict(build_section(DemoSettings, settings["demo"], "demo"))
+        run, ds = run_config_from_dict(settings["run"]), build_section(DemoSettings, settings["demo"], "demo")
     except (KeyError, TypeError, ValueError):
         return None
-    run["engine"].pop("price_per_1000")
-    return json.loads(json.dumps({"run": run, "demo": demo, "quick": settings.get("quick")}))
+    return json.loads(json.dumps(_folder_settings(run, ds, settings.get("quick"))))
+
+
+def _folder_settings(run: RunConfig, ds, quick: bool) -> dict[str, Any]:
+    """What a run folder's config.json holds: every setting but the search price, which changes no stage,
+    only what the table says the searches cost (a folder can be priced again)."""
+    settings = {"run": run.to_dict(), "demo": asdict(ds), "quick": quick}
+    settings["run"]["engine"].pop("price_per_1000")
+    return settings
 
 
 def split_rl_questions(questions: Sequence[QAExample], n: int, *, balance_hops: bool = False
@@ -186,10 +192,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Seque
     price = run.engine.price_per_1000
     k = run.engine.topk
     arms = ds.all_arms()
-    settings = {"run": run.to_dict(), "demo": asdict(ds), "quick": quick}
-    # The price changes no stage, only what the table says their searches cost: a folder can be priced again.
-    settings["run"]["engine"].pop("price_per_1000")
-    _prepare_folder(out, settings, fresh, say)
+    _prepare_folder(out, _folder_settings(run, ds, quick), fresh, say)
     stage = Stages(out, say)
 
     world = build_world(seed=ds.world_seed, n_entities=ds.entities)

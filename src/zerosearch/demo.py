@@ -54,25 +54,30 @@ def release_memory() -> None:
 class Stages:
     """Runs each named stage once. A finished stage's JSON result is kept in OUT/stages/<name>.json and read
     back, not recomputed, when the pipeline runs again in the same folder. Stages run in order and each may
-    use what any earlier one made, so once a stage runs, the ones after it run too (never a stale result)."""
+    use what any earlier one made, so once a stage runs, the ones after it run too (never a stale result) —
+    except a stage that names the earlier stages it `needs`: it runs again only when one of those did (an
+    evaluation needs only the stage that trained its policy)."""
 
     def __init__(self, out: Path, say: Callable[[str], None]) -> None:
         self.dir, self.say, self.t0, self.seconds = out / "stages", say, time.perf_counter(), {}
-        self.ran = False
+        self.ran: set[str] = set()  # the stages run (not read back) this time
         self.upstream_reused = True
 
-    def __call__(self, name: str, fn: Callable[[], Any]) -> Any:
+    def __call__(self, name: str, fn: Callable[[], Any], needs: Sequence[str] | None = None) -> Any:
         path = self.dir / f"{_slug(name)}.json"
-        if path.exists() and not self.ran:
+        if needs is not None and not set(needs) <= set(self.seconds):
+            raise ValueError(f"stage {name!r} needs stages not run before it: {sorted(set(needs) - set(self.seconds))}")
+        upstream_ran = bool(self.ran if needs is None else self.ran & set(needs))
+        if path.exists() and not upstream_ran:
             saved = json.loads(path.read_text())
             self.seconds[name] = saved["seconds"]
             self.say(f"[{time.perf_counter() - self.t0:6.0f}s] {name}: done in an earlier run")
             return saved["result"]
         self.say(f"[{time.perf_counter() - self.t0:6.0f}s] {name}…")
-        # what a killed attempt of this stage left (an RL checkpoint) may be continued only if nothing before
-        # it was made anew
-        self.upstream_reused = not self.ran
-        self.ran = True
+        # what a killed attempt of this stage left (an RL checkpoint) may be continued only if nothing it
+        # uses was made anew
+        self.upstream_reused = not upstream_ran
+        self.ran.add(name)
         path.unlink(missing_ok=True)
         t = time.perf_counter()
         result = fn()
@@ -117,7 +122,7 @@ def _prepare_folder(out: Path, settings: dict[str, Any], fresh: bool, say: Calla
                              "or choose another --out")
         if added:
             say(f"{out}: a run of these settings, now with extra seeds {added}: their arms run after the finished "
-                "ones, then every evaluation again")
+                "ones, then their evaluations")
     atomic_write_text(saved, json.dumps(settings, indent=2))
 
 
@@ -319,17 +324,19 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Seque
 
     # A method's search cost: its own training's searches, and the real searches that built its simulator.
     nothing, building = SearchCost(price_per_1000=price), spent(collected)
+    # each with the stage that made its policy (the baselines': none), which alone makes its evaluation stale
     methods = [("warm start (tuned simulator)", "agent", ws["model_dir"], ws["real_searches"], built, "warm",
-                spent(ws) + building)]
+                spent(ws) + building, ["warm start (tuned simulator)"])]
     if ds.baselines:
-        methods = [("direct (no search)", "direct", base_model, 0, 0, "direct", nothing),
-                   ("rag (one retrieval)", "rag", base_model, 0, 0, "rag", nothing)] + methods
+        methods = [("direct (no search)", "direct", base_model, 0, 0, "direct", nothing, []),
+                   ("rag (one retrieval)", "rag", base_model, 0, 0, "rag", nothing, [])] + methods
     for arm in arms:
         tuned = arm.engine == "tuned"
         methods.append((arm.label, "agent", summaries[arm.name]["policy_dir"], summaries[arm.name]["real_searches"],
-                        built if tuned else 0, arm.name, spent(summaries[arm.name]) + (building if tuned else nothing)))
+                        built if tuned else 0, arm.name, spent(summaries[arm.name]) + (building if tuned else nothing),
+                        [arm.label]))
     rows = []
-    for label, method, model_path, train_real, sim_real, key, cost in methods:
+    for label, method, model_path, train_real, sim_real, key, cost, made_by in methods:
         slug = _slug(label)
 
         def evaluate(label=label, method=method, model_path=model_path, slug=slug) -> dict[str, Any]:
@@ -339,7 +346,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Seque
             write_report(report, preds, out / "eval" / slug, title=label)
             return report.to_dict()
 
-        report = stage(f"evaluate: {label}", evaluate)
+        report = stage(f"evaluate: {label}", evaluate, needs=made_by)
         rows.append({"method": label, "key": key, "eval_dir": str(out / "eval" / slug),
                      "strict_em": report["strict_em"], "cover_em": report["cover_em"], "f1": report["f1"],
                      "searches_per_question": report["searches_per_question"], "n": report["n"],

@@ -246,6 +246,7 @@ def test_a_finished_run_takes_another_seed_without_redoing_the_rest(quick_run, t
     methods = [r["method"] for r in again["rows"]]
     assert methods[: len(result["rows"])] == [r["method"] for r in result["rows"]]
     assert any(m.endswith("seed 2") for m in methods)
+
     def same(rows):  # but for the folder they are in
         return [{k: v for k, v in r.items() if k != "eval_dir"} for r in rows]
 

@@ -50,7 +50,8 @@ demo: install
 demo-quick: install
 	$(BIN)/zerosearch demo --quick --out runs/demo-quick
 
-# The comparison at a scale where RL does the learning (~90 minutes on 2 cores); run again to resume.
+# The comparison at a scale where RL does the learning (~80 minutes on 2 cores with native bfloat16);
+# run again to resume.
 experiment: install
 	$(BIN)/zerosearch experiment --out runs/experiment
 

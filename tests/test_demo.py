@@ -276,3 +276,20 @@ def test_a_run_folder_refuses_other_settings_but_not_settings_added_since_at_the
     (tmp_path / "config.json").write_text(json.dumps(saved))
     with pytest.raises(ValueError, match="other settings"):
         _prepare_folder(tmp_path, settings(), False, print)
+
+
+def test_the_pipeline_simulator_runs_in_the_preset_engine_dtype(monkeypatch):
+    from zerosearch import demo
+    from zerosearch.llm import local
+
+    asked = []
+
+    def fake(cls, name, *, device="cpu", dtype="float32", **kw):
+        asked.append((name, dtype))
+        return object()
+
+    monkeypatch.setattr(local.TransformersGenerator, "from_pretrained", classmethod(fake))
+    for preset, dtype in [("demo-cpu", "bfloat16"), ("experiment-cpu", "float32")]:
+        run, _ = load_demo_settings([preset])
+        demo._simulator("runs/x/simulator", "sft", run)
+        assert asked[-1] == ("runs/x/simulator", dtype)

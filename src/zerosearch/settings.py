@@ -85,7 +85,7 @@ class EngineConfig:
     sim_share_duplicates: bool = False  # one generation for the identical searches of one call (False: each its own sample)
     noise: str | float = 0.0  # default P(noisy) (or a forced kind) when a request does not say
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: str = "float32"  # a local simulator's weights: float32 or bfloat16 (float32 on a CPU without native bfloat16)
     seed: int = 0
     # USD per 1,000 searches that reach a real engine, for the cost ledger (default: the paper's SerpAPI figure)
     price_per_1000: float = SERPAPI_PRICE_PER_1000

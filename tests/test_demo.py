@@ -289,7 +289,8 @@ def test_the_pipeline_simulator_runs_in_the_preset_engine_dtype(monkeypatch):
         return object()
 
     monkeypatch.setattr(local.TransformersGenerator, "from_pretrained", classmethod(fake))
-    for preset, dtype in [("demo-cpu", "bfloat16"), ("experiment-cpu", "float32")]:
-        run, _ = load_demo_settings([preset])
+    for preset, dtype in [(["demo-cpu"], "bfloat16"), (["experiment-cpu"], "bfloat16"),
+                          (["experiment-cpu", "engine.dtype=float32"], "float32")]:
+        run, _ = load_demo_settings(preset)
         demo._simulator("runs/x/simulator", "sft", run)
         assert asked[-1] == ("runs/x/simulator", dtype)

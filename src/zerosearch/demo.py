@@ -96,11 +96,11 @@ def _quick_models(out: Path, texts: list[str], seed: int) -> tuple[str, str]:
 
 
 def _simulator(model_path: str, style: str, run: RunConfig):
-    from .engines import build_engine, build_generator
+    from .engines import build_engine
 
     # in `engine.dtype`: the presets ask for bfloat16 (half the memory traffic per generated token)
     cfg = replace(run.engine, kind="simulated", sim_model=model_path, sim_style=style, sim_url=None)
-    return build_engine(cfg, build_generator(cfg))
+    return build_engine(cfg)
 
 
 def _prepare_folder(out: Path, settings: dict[str, Any], fresh: bool, say: Callable[[str], None]) -> None:

@@ -41,7 +41,7 @@ def build_engine(cfg: EngineConfig, generator=None) -> SearchEngine:
     )
 
 
-def build_generator(cfg: EngineConfig, dtype: str | None = None):
+def build_generator(cfg: EngineConfig):
     """The simulator's text generator: a served model (`sim_url`) or a local one."""
     if cfg.sim_url:
         from ..llm.openai_compat import OpenAICompatGenerator
@@ -50,7 +50,7 @@ def build_generator(cfg: EngineConfig, dtype: str | None = None):
     from ..llm.local import TransformersGenerator
 
     return TransformersGenerator.from_pretrained(
-        cfg.sim_model, device=cfg.device, dtype=dtype or cfg.dtype, batch_size=cfg.sim_batch_size
+        cfg.sim_model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.sim_batch_size
     )
 
 

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from zerosearch.data.qa import QAExample
-from zerosearch.demo import Stages, run_demo, split_rl_questions
+from zerosearch.demo import Stages, run_demo, split_rl_questions, with_multi_hop_share
 from zerosearch.settings import ArmSettings, DemoSettings, load_demo_settings
 from zerosearch.metrics import paired_bootstrap
 
@@ -43,6 +43,22 @@ def test_rl_questions_can_take_both_hops_in_equal_numbers_and_leave_the_rest_to_
     assert [q.metadata["hops"] for q in rl] == [1, 2] * 5
     assert {q.id for q in rl}.isdisjoint(q.id for q in side) and len(rl) + len(side) == 40
     assert side == [q for q in qs if q not in rl]  # the rest keep their order
+
+
+def test_the_arms_can_train_on_a_chosen_share_of_two_hop_questions():
+    qs = [QAExample(str(i), f"q{i}", ["a"], metadata={"hops": 2 if i % 2 else 1}) for i in range(40)]  # 20 and 20
+    assert with_multi_hop_share(qs, None) == qs
+    three_quarters = with_multi_hop_share(qs, 0.75)  # every two-hop one, and the first 7 single-hop ones
+    assert [q.metadata["hops"] for q in three_quarters].count(2) == 20
+    assert [q for q in three_quarters if q.metadata["hops"] == 1] == [q for q in qs if q.metadata["hops"] == 1][:7]
+    assert three_quarters == [q for q in qs if q in three_quarters]  # in their order
+    quarter = with_multi_hop_share(qs, 0.25)  # the two-hop ones run short the other way
+    assert [q.metadata["hops"] for q in quarter].count(1) == 20 and [q.metadata["hops"] for q in quarter].count(2) == 7
+    assert all(q.metadata["hops"] == 2 for q in with_multi_hop_share(qs, 1.0))
+    with pytest.raises(ValueError, match="no RL questions"):
+        with_multi_hop_share(qs[::2], 1.0)  # single-hop only
+    with pytest.raises(ValueError, match="rl_multi_hop_share"):
+        DemoSettings(rl_multi_hop_share=1.5)
 
 
 def test_a_stage_after_one_that_ran_is_never_read_back(tmp_path):

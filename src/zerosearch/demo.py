@@ -170,6 +170,26 @@ def split_rl_questions(questions: Sequence[QAExample], n: int, *, balance_hops: 
     return pool[:n], [q for q in questions if id(q) not in chosen]
 
 
+def with_multi_hop_share(questions: Sequence[QAExample], share: float | None) -> list[QAExample]:
+    """`questions` with `share` of them multi-hop: all of the kind that would run short and the first ones of
+    the other, in their order (None: all of them)."""
+    if share is None:
+        return list(questions)
+    multi = [q for q in questions if q.metadata["hops"] > 1]
+    single = [q for q in questions if q.metadata["hops"] == 1]
+    if share == 0.0 or share == 1.0:
+        keep = single if share == 0.0 else multi
+    elif round(len(multi) * (1 - share) / share) <= len(single):
+        keep = multi + single[: round(len(multi) * (1 - share) / share)]
+    else:
+        keep = single + multi[: round(len(single) * share / (1 - share))]
+    if not keep:
+        raise ValueError(f"no RL questions with a multi-hop share of {share}: the RL questions hold "
+                         f"{len(single)} single-hop and {len(multi)} multi-hop")
+    chosen = {id(q) for q in keep}
+    return [q for q in questions if id(q) in chosen]
+
+
 def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Sequence[str] = (), fresh: bool = False,
              say: Callable[[str], None] = print, default: str = "demo-cpu") -> dict[str, Any]:
     """Run (or resume) the pipeline in `out`. `config`: settings files, preset names or KEY=VALUE overrides
@@ -207,6 +227,7 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Seque
     eval_q = eval_q[: ds.eval_questions] if ds.eval_questions else eval_q
     # RL draws from its own training questions; the simulator's data and the warm start use the others.
     rl_q, side_q = split_rl_questions(train_q, ds.rl_questions, balance_hops=ds.rl_balance_hops)
+    rl_q = with_multi_hop_share(rl_q, ds.rl_multi_hop_share)  # the others stay out of the warm start's
     real = build_engine(EngineConfig(kind="bm25", corpus=str(paths["corpus"]), topk=k))
 
     policy, base_model = run.policy, ds.baseline_model

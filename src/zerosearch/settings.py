@@ -337,6 +337,9 @@ class DemoSettings:
     # RL questions single- and two-hop in equal numbers (two-hop ones are ~40% of the world's): in the data's
     # share, single-hop groups outweigh the few informative two-hop ones (README, "The experiment")
     rl_balance_hops: bool = False
+    # The share of two-hop questions the arms train on, taken from the RL questions (all of the kind that would
+    # run short, the first ones of the other); None: the RL questions as they are
+    rl_multi_hop_share: float | None = None
     baseline_model: str = "smollm2-135m"  # the untrained model behind `direct`, `rag` and the prompt-only simulator
     baselines: bool = True  # also evaluate the untrained model without search (direct) and with one retrieval (rag)
     # continued pre-training of the simulator on the world's corpus before tuning (0 steps = none)
@@ -367,6 +370,8 @@ class DemoSettings:
             raise ValueError(f"arm names must differ (extra seeds included): {names}")
         if not set(self.hops) <= {1, 2}:
             raise ValueError(f"hops must be 1 and/or 2, not {list(self.hops)}")
+        if self.rl_multi_hop_share is not None and not 0.0 <= self.rl_multi_hop_share <= 1.0:
+            raise ValueError(f"rl_multi_hop_share must be in [0, 1], not {self.rl_multi_hop_share}")
 
     def all_arms(self) -> list[ArmSettings]:
         """The arms, then each of them again with every extra seed."""

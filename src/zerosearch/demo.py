@@ -179,8 +179,8 @@ def with_multi_hop_share(questions: Sequence[QAExample], share: float | None) ->
     single = [q for q in questions if q.metadata["hops"] == 1]
     if share == 0.0 or share == 1.0:
         keep = single if share == 0.0 else multi
-    elif round(len(multi) * (1 - share) / share) <= len(single):
-        keep = multi + single[: round(len(multi) * (1 - share) / share)]
+    elif (n_single := round(len(multi) * (1 - share) / share)) <= len(single):
+        keep = multi + single[:n_single]
     else:
         keep = single + multi[: round(len(single) * share / (1 - share))]
     if not keep:
@@ -227,7 +227,8 @@ def run_demo(out: str | Path, *, quick: bool = False, config: str | Path | Seque
     eval_q = eval_q[: ds.eval_questions] if ds.eval_questions else eval_q
     # RL draws from its own training questions; the simulator's data and the warm start use the others.
     rl_q, side_q = split_rl_questions(train_q, ds.rl_questions, balance_hops=ds.rl_balance_hops)
-    rl_q = with_multi_hop_share(rl_q, ds.rl_multi_hop_share)  # the others stay out of the warm start's
+    # the RL questions a share leaves out are left unused (the warm start's questions stay as they were)
+    rl_q = with_multi_hop_share(rl_q, ds.rl_multi_hop_share)
     real = build_engine(EngineConfig(kind="bm25", corpus=str(paths["corpus"]), topk=k))
 
     policy, base_model = run.policy, ds.baseline_model
